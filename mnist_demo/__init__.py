@@ -1,0 +1,1 @@
+"""mnist_demo: draw, classify and train MNIST models."""

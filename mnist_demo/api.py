@@ -1,0 +1,94 @@
+"""The high-level Python API that the CLI and the app share: list, train-and-save, evaluate, classify."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from pathlib import Path
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Dataset, load_dataset
+from .inference import Classifier
+from .models import list_models
+from .train import ConfigError, TrainConfig, TrainingRun, evaluate
+
+RUNS_DIR_ENV = "MNIST_DEMO_RUNS"
+
+
+def runs_dir() -> Path:
+    """Where newly trained checkpoints go (the shipped ones stay in checkpoints/)."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def list_architectures() -> list[dict]:
+    return [{"name": m.name, "description": m.description, "params": m.params} for m in list_models()]
+
+
+def make_config(**overrides) -> TrainConfig:
+    """A TrainConfig from loosely typed values (CLI flags, UI widgets); None means 'keep the default'."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    values = {}
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in types:
+            raise ConfigError(f"unknown setting {name!r}")
+        if "int" in str(types[name]) and isinstance(value, float):
+            if value != int(value):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            value = int(value)
+        values[name] = value
+    return TrainConfig.for_arch(values.pop("arch", "cnn"), **values)
+
+
+def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> dict:
+    """Evaluate the best model so far on the test split and save it with its metrics."""
+    cfg, ds = run.cfg, run.dataset
+    model = run.best_model()
+    report = evaluate(model, ds.test, ds.normalisation, run.device)
+    metrics = {"test_accuracy": report["accuracy"], "test_loss": report["loss"],
+               "per_class_accuracy": report["per_class_accuracy"],
+               "val_accuracy": run.history[-1]["val_acc"] if run.history else None,
+               "epochs_completed": len(run.history), "stopped_early": stopped}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(out) if out else runs_dir() / f"{cfg.arch}-{Path(cfg.dataset).stem}-{stamp}.safetensors"
+    save_checkpoint(model, path, arch=cfg.arch, dataset=cfg.dataset, normalisation=ds.normalisation,
+                    classes=ds.classes, config=cfg.to_dict(), metrics=metrics, train_time_s=run.elapsed_s,
+                    device=str(run.device))
+    return {"kind": "saved", "path": str(path), "metrics": metrics, "evaluation": report,
+            "train_time_s": run.elapsed_s, "device": str(run.device), "stopped": stopped}
+
+
+def train_and_save(cfg: TrainConfig, out: str | os.PathLike | None = None, dataset: Dataset | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+    """Yield the training records, then one 'saved' record. Stopping (should_stop, or closing the generator)
+    keeps the best model so far; divergence raises TrainingDiverged and saves nothing."""
+    run = TrainingRun(cfg, dataset)
+    stopped = False
+    try:
+        for record in run:
+            yield record
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+    except GeneratorExit:
+        if run.steps_done:
+            _finish(run, out, stopped=True)
+        raise
+    if run.steps_done:
+        yield _finish(run, out, stopped)
+
+
+def evaluate_checkpoint(path: str | os.PathLike, dataset: str | None = None) -> dict:
+    ckpt = load_checkpoint(path)
+    name = dataset or ckpt.meta["dataset"]
+    ds = load_dataset(name)
+    report = evaluate(ckpt.model, ds.test, ckpt.normalisation)
+    return {"arch": ckpt.arch, "dataset": name, "test_accuracy": report["accuracy"], "test_loss": report["loss"],
+            "per_class_accuracy": report["per_class_accuracy"], "n": len(ds.test)}
+
+
+def load_classifier(path: str | os.PathLike) -> Classifier:
+    return Classifier(load_checkpoint(path))

@@ -1,0 +1,94 @@
+"""The architecture registry: every model maps (N, 1, 28, 28) floats to (N, 10) logits and is built by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    description: str
+    params: int
+
+
+_REGISTRY: dict[str, tuple[str, Callable[[], nn.Module]]] = {}
+
+
+def register(name: str, description: str):
+    def wrap(builder: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        _REGISTRY[name] = (description, builder)
+        return builder
+    return wrap
+
+
+def create_model(name: str) -> nn.Module:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown architecture {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name][1]()
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def list_models() -> list[ModelInfo]:
+    return [ModelInfo(name, desc, count_params(build())) for name, (desc, build) in _REGISTRY.items()]
+
+
+def _mlp(*widths: int, dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(widths) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)] if dropout else [nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+@register("logreg", "Logistic regression: one linear layer 784→10 (tutorials 000, 003)")
+def logreg() -> nn.Module:
+    return _mlp(784, 10)
+
+
+@register("mlp-50-20", "MLP 784→50→20→10, ReLU (notebook 001)")
+def mlp_50_20() -> nn.Module:
+    return _mlp(784, 50, 20, 10)
+
+
+@register("mlp-128-64", "MLP 784→128→64→10, ReLU (blog 002)")
+def mlp_128_64() -> nn.Module:
+    return _mlp(784, 128, 64, 10)
+
+
+@register("mlp-392-196-98", "MLP 784→392→196→98→10, ReLU, dropout 0.2 (tutorial 004)")
+def mlp_392_196_98() -> nn.Module:
+    return _mlp(784, 392, 196, 98, 10, dropout=0.2)
+
+
+@register("cnn-examples", "The PyTorch examples CNN: conv32, conv64, maxpool, dropout, fc128")
+def cnn_examples() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
+
+
+def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+@register("cnn", "Compact fast CNN (default): 3 conv-BN blocks 24/48/96, global max pool")
+def cnn() -> nn.Module:
+    # Pool early so the wide layers run on 14×14 and 7×7 maps: that is where CPU time goes.
+    return nn.Sequential(
+        *_conv_bn(1, 24), nn.MaxPool2d(2),
+        *_conv_bn(24, 48), nn.MaxPool2d(2),
+        *_conv_bn(48, 96),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(96, 10),
+    )

@@ -1,0 +1,165 @@
+"""Turn any user image (sketchpad value, PIL image, array, path) into an MNIST-style 28×28 digit."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+BOX = 20  # MNIST fits each digit into a 20×20 box ...
+SIZE = 28  # ... and centres it by centre of mass in a 28×28 field
+INK_THRESHOLD = 0.15  # ink below this (0..1) is paper noise, not stroke
+MAX_SIDE = 1024  # larger inputs are shrunk first, so memory stays bounded
+MAX_PIXELS = 120_000_000  # beyond this we refuse rather than decode
+
+
+class ImageError(ValueError):
+    """The input cannot be read as an image; the message says why."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """`digit` is (28, 28) float32 in [0, 1], white on black, or None when the input holds no ink."""
+
+    digit: np.ndarray | None
+    message: str = ""
+
+    @property
+    def blank(self) -> bool:
+        return self.digit is None
+
+
+def _open(path: str | os.PathLike) -> Image.Image:
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning starts below our own, stricter MAX_PIXELS check
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageError(f"image is {img.width}×{img.height}; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+        img.draft("L", (MAX_SIDE, MAX_SIDE))  # JPEGs decode straight to a small size
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    return img
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or min(arr.shape[:2]) < 1:
+        raise ImageError(f"expected an H×W, H×W×3 or H×W×4 array, got shape {arr.shape}")
+    if arr.dtype == np.uint16:
+        arr = (arr / 257).round().astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        arr = np.nan_to_num(arr.astype(np.float32))
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        arr = np.clip(arr * scale, 0, 255).round().astype(np.uint8)
+    elif arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    else:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def _ink_from_sketch(value: dict) -> np.ndarray | None:
+    """Sketchpad strokes live in the layers' alpha, whatever the theme's background colour."""
+    layers = [np.asarray(_to_image(layer).convert("RGBA"))[..., 3] for layer in value.get("layers") or []
+              if layer is not None]
+    if layers:
+        ink = np.max(np.stack(layers), axis=0).astype(np.float32) / 255.0
+        if ink.max() > INK_THRESHOLD:
+            return ink
+    for key in ("composite", "background"):
+        if value.get(key) is not None:
+            return ink_map(_to_image(value[key]))
+    return None
+
+
+def _to_image(obj) -> Image.Image:
+    if isinstance(obj, Image.Image):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        return _open(obj)
+    if isinstance(obj, np.ndarray):
+        return _array_to_image(obj)
+    raise ImageError(f"unsupported input type {type(obj).__name__}")
+
+
+def _luminance(img: Image.Image) -> np.ndarray:
+    """Grey levels in [0, 1], keeping 16-bit precision (PIL's convert('L') would clip I;16 images)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        return (arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)).astype(np.float32)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        return arr / 255.0 if arr.max(initial=0) > 1 else arr
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def ink_map(img: Image.Image) -> np.ndarray:
+    """Ink in [0, 1] from any image: alpha where the background is transparent, else luminance with the
+    polarity read off the border (dark ink on light paper is inverted)."""
+    img = ImageOps.exif_transpose(img)
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if max(img.size) > MAX_SIDE:
+        img = img.copy()
+        img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+        if alpha.min() < 0.5:  # a transparent background: the opaque part is the ink
+            return alpha
+        img = img.convert("RGB")
+    if img.mode == "CMYK":
+        img = img.convert("RGB")
+    grey = _luminance(img)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return 1.0 - grey if np.median(border) > 0.5 else grey
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Anti-aliased resize of a float image; size is (width, height)."""
+    return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS))
+
+
+def centre_of_mass(arr: np.ndarray) -> tuple[float, float]:
+    total = arr.sum()
+    ys, xs = np.indices(arr.shape)
+    return float((ys * arr).sum() / total), float((xs * arr).sum() / total)
+
+
+def mnist_digit(ink: np.ndarray) -> Prepared:
+    """Crop to the ink, fit the longer side into 20 px keeping aspect, centre by centre of mass in 28×28."""
+    if ink.size == 0 or ink.max(initial=0) < INK_THRESHOLD:
+        return Prepared(None, "The canvas is blank: draw a digit.")
+    ink = np.where(ink >= INK_THRESHOLD, ink, 0).astype(np.float32)
+    ys, xs = np.nonzero(ink)
+    crop = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    h, w = crop.shape
+    scale = BOX / max(h, w)
+    small = np.clip(_resize(crop, (max(1, round(w * scale)), max(1, round(h * scale)))), 0, None)
+    small /= max(float(small.max()), 1e-6)  # MNIST strokes peak at full white, however thin ours were
+    nh, nw = small.shape
+    cy, cx = centre_of_mass(small)
+    top = int(np.clip(round((SIZE - 1) / 2 - cy), 0, SIZE - nh))
+    left = int(np.clip(round((SIZE - 1) / 2 - cx), 0, SIZE - nw))
+    digit = np.zeros((SIZE, SIZE), np.float32)
+    digit[top:top + nh, left:left + nw] = small
+    message = "The image is mostly ink; is it a digit?" if (ink > 0.5).mean() > 0.6 else ""
+    return Prepared(np.clip(digit, 0, 1), message)
+
+
+def prepare(source) -> Prepared:
+    """The one entry point: a sketchpad dict, PIL image, numpy array or file path → Prepared."""
+    if source is None:
+        return Prepared(None, "The canvas is blank: draw a digit.")
+    if isinstance(source, dict):
+        ink = _ink_from_sketch(source)
+        return Prepared(None, "The canvas is blank: draw a digit.") if ink is None else mnist_digit(ink)
+    return mnist_digit(ink_map(_to_image(source)))

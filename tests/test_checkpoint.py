@@ -1,0 +1,138 @@
+"""Checkpoints: self-describing, atomic, and refusing anything they cannot trust."""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mnist_demo.checkpoint import CheckpointError, load_checkpoint, safe_path, save_checkpoint
+from mnist_demo.models import create_model
+
+
+def _save(path, arch="logreg", **kw):
+    return save_checkpoint(create_model(arch), path, arch=arch, dataset="mnist", normalisation=(0.1307, 0.3081),
+                           metrics={"test_accuracy": 0.9}, **kw)
+
+
+def test_roundtrip_rebuilds_model_from_metadata(tmp_path):
+    model = create_model("mlp-50-20")
+    path = save_checkpoint(model, tmp_path / "m.safetensors", arch="mlp-50-20", dataset="mnist",
+                           normalisation=(0.1307, 0.3081), config={"epochs": 3}, metrics={"test_accuracy": 0.97},
+                           train_time_s=1.5, device="cpu")
+    ckpt = load_checkpoint(path)
+    assert ckpt.arch == "mlp-50-20" and ckpt.normalisation == (0.1307, 0.3081)
+    for key in ("format", "dataset", "config", "metrics", "train_time_s", "device", "torch_version", "created",
+                "params"):
+        assert key in ckpt.meta
+    x = torch.randn(3, 1, 28, 28)
+    model.eval()
+    assert torch.equal(ckpt.model(x), model(x))
+
+
+def test_nan_weights_are_never_saved(tmp_path):
+    model = create_model("logreg")
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN"):
+        save_checkpoint(model, tmp_path / "nan.safetensors", arch="logreg", dataset="mnist",
+                        normalisation=(0.1307, 0.3081))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"", "empty or truncated"),
+    (b"\x00" * 3, "empty or truncated"),
+    (b"PK\x03\x04 this is a zip file really", "not a safetensors file"),
+])
+def test_garbage_files(tmp_path, blob, message):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_truncated_file(tmp_path):
+    path = _save(tmp_path / "t.safetensors")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_foreign_safetensors_file(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="not an mnist_demo checkpoint"):
+        load_checkpoint(path)
+
+
+def test_mismatched_architecture(tmp_path):
+    path = save_checkpoint(create_model("logreg"), tmp_path / "m.safetensors", arch="mlp-50-20", dataset="mnist",
+                           normalisation=(0.1307, 0.3081))
+    with pytest.raises(CheckpointError, match="do not fit architecture 'mlp-50-20'"):
+        load_checkpoint(path)
+
+
+def test_pickle_checkpoint_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name in ("evil.pt", "evil.pth", "evil.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(Evil()))
+        with pytest.raises(CheckpointError):
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "..", "a/b", "", ".hidden", "x\\..\\y", "a b"])
+def test_names_cannot_escape_the_directory(tmp_path, name):
+    with pytest.raises(CheckpointError, match="invalid checkpoint name"):
+        safe_path(name, tmp_path)
+
+
+def test_safe_name_is_kept_inside(tmp_path):
+    assert safe_path("my-model_1", tmp_path) == (tmp_path / "my-model_1.safetensors").resolve()
+
+
+def test_kill_during_save_leaves_previous_checkpoint(tmp_path):
+    """SIGKILL a process while it writes a checkpoint over an existing one: the old file must survive."""
+    path = _save(tmp_path / "model.safetensors")
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import os, signal, mnist_demo.checkpoint as c
+        real_fsync = os.fsync
+        def die(fd):  # the new bytes are written to the temporary file; die before the rename
+            os.kill(os.getpid(), signal.SIGKILL)
+        c.os.fsync = die
+        from mnist_demo.models import create_model
+        c.save_checkpoint(create_model("logreg"), {str(path)!r}, arch="logreg", dataset="mnist",
+                          normalisation=(0.1, 0.3))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), capture_output=True)
+    assert proc.returncode == -9
+    assert path.read_bytes() == before
+    load_checkpoint(path)
+
+
+def test_full_disk_keeps_older_checkpoints(tmp_path, monkeypatch):
+    old = _save(tmp_path / "old.safetensors")
+    import mnist_demo.checkpoint as c
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(c.os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        _save(tmp_path / "old.safetensors")
+    monkeypatch.undo()
+    assert load_checkpoint(old).arch == "logreg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.safetensors"]

@@ -1,0 +1,114 @@
+"""The training generator: validation of settings, streaming records, stopping, divergence, determinism."""
+
+import math
+
+import pytest
+import torch
+
+from mnist_demo.api import make_config, train_and_save
+from mnist_demo.checkpoint import load_checkpoint
+from mnist_demo.train import ConfigError, TrainConfig, TrainingDiverged, TrainingRun, evaluate, prediction_table
+
+SMALL = dict(arch="logreg", subset=3000, epochs=2, device="cpu")
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(epochs=0), "epochs must be a whole number from 1"),
+    (dict(epochs=-1), "epochs"),
+    (dict(epochs=10**6), "epochs"),
+    (dict(lr=float("nan")), "learning rate must be a positive finite"),
+    (dict(lr=0.0), "learning rate"),
+    (dict(lr=-1.0), "learning rate"),
+    (dict(lr=float("inf")), "learning rate"),
+    (dict(batch_size=0), "batch size"),
+    (dict(batch_size=10**9), "batch size"),
+    (dict(arch="vgg"), "unknown architecture 'vgg'"),
+    (dict(optimizer="rmsprop"), "unknown optimizer"),
+    (dict(device="tpu"), "device 'tpu' is not available"),
+    (dict(subset=10**7), "larger than the dataset"),
+])
+def test_bad_settings_are_refused_up_front(mnist, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainingRun(TrainConfig(**{**SMALL, **changes}), mnist)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_refused(mnist):
+    with pytest.raises(ConfigError, match="not available on this machine"):
+        TrainingRun(TrainConfig(**{**SMALL, "device": "cuda"}), mnist)
+
+
+def test_make_config_coerces_ui_values():
+    cfg = make_config(arch="mlp-128-64", epochs=3.0, lr=None)
+    assert cfg.epochs == 3 and cfg.optimizer == "adam"  # the mlp recipe
+    with pytest.raises(ConfigError, match="whole number"):
+        make_config(epochs=2.5)
+
+
+def test_records_stream_and_model_learns(mnist):
+    run = TrainingRun(TrainConfig(**SMALL), mnist, record_interval_s=0)
+    records = list(run)
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 2 and records[-1]["kind"] == "done"
+    assert len(steps) >= 10 and steps[-1]["step"] == steps[-1]["steps"]
+    assert all(r["images_per_s"] > 0 and r["eta_s"] >= 0 and math.isfinite(r["loss"]) for r in steps)
+    assert epochs[-1]["val_acc"] > 0.8
+    report = evaluate(run.best_model(), mnist.test, mnist.normalisation)
+    assert report["accuracy"] > 0.8
+    assert len(report["per_class_accuracy"]) == 10
+    assert sum(map(sum, report["confusion"])) == 10_000
+    assert len(report["misclassified"]) == round(10_000 * (1 - report["accuracy"]))
+    table = prediction_table(report["predicted"], mnist.test.labels.tolist())
+    assert list(table.columns) == ["predicted", "true"] and len(table) == 10_000
+
+
+def test_same_seed_same_result(mnist):
+    def final_weights(seed):
+        run = TrainingRun(TrainConfig(**SMALL, seed=seed), mnist)
+        list(run)
+        return run.best_model().state_dict()
+
+    a, b, c = final_weights(0), final_weights(0), final_weights(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_divergence_is_reported_and_nothing_saved(mnist, tmp_path):
+    cfg = TrainConfig(arch="mlp-128-64", optimizer="sgd", lr=1000.0, schedule="none", subset=2000, device="cpu")
+    with pytest.raises(TrainingDiverged, match="diverged.*lower learning rate"):
+        list(train_and_save(cfg, out=tmp_path / "x.safetensors", dataset=mnist))
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_overfit_small_batch_passes(mnist):
+    cfg = TrainConfig(arch="mlp-128-64", overfit=64, epochs=30, batch_size=64, optimizer="adam", lr=3e-3,
+                      label_smoothing=0.0, weight_decay=0.0, device="cpu")
+    done = list(TrainingRun(cfg, mnist))[-1]
+    assert done["overfit_passed"] is True
+
+
+def test_stop_keeps_best_model_and_saves_it(mnist, tmp_path):
+    out = tmp_path / "stopped.safetensors"
+    cfg = TrainConfig(**{**SMALL, "epochs": 5})
+    epochs_seen = []
+
+    def stop_after_first_epoch():
+        return bool(epochs_seen)
+
+    for rec in train_and_save(cfg, out=out, dataset=mnist, should_stop=stop_after_first_epoch):
+        if rec["kind"] == "epoch":
+            epochs_seen.append(rec)
+        last = rec
+    assert last["kind"] == "saved" and last["stopped"] and len(epochs_seen) == 1
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["metrics"]["epochs_completed"] == 1
+    assert ckpt.meta["metrics"]["test_accuracy"] > 0.8
+
+
+def test_closing_the_generator_still_saves(mnist, tmp_path):
+    out = tmp_path / "closed.safetensors"
+    gen = train_and_save(TrainConfig(**SMALL), out=out, dataset=mnist)
+    next(r for r in gen if r["kind"] == "epoch")
+    gen.close()
+    assert load_checkpoint(out).meta["metrics"]["stopped_early"] is True
