@@ -86,6 +86,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str, dat
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

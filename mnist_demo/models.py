@@ -83,12 +83,13 @@ def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-@register("cnn", "Compact fast CNN (default): 3 conv-BN blocks 24/48/96, global max pool")
+@register("cnn", "Compact fast CNN (default): 3 conv-BN-pool blocks 24/48/96, linear head")
 def cnn() -> nn.Module:
-    # Pool early so the wide layers run on 14×14 and 7×7 maps: that is where CPU time goes.
+    # Pool after every block so the wide layers run on 14×14 and 7×7 maps: that is where CPU time goes.
+    # A flatten head beat global pooling on 1-epoch accuracy at the same speed.
     return nn.Sequential(
         *_conv_bn(1, 24), nn.MaxPool2d(2),
         *_conv_bn(24, 48), nn.MaxPool2d(2),
-        *_conv_bn(48, 96),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(96, 10),
+        *_conv_bn(48, 96), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(96 * 3 * 3, 10),
     )

@@ -5,12 +5,14 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from mnist_demo.checkpoint import CheckpointError, load_checkpoint, safe_path, save_checkpoint
-from mnist_demo.models import create_model
+from mnist_demo.models import create_model, list_models
+from mnist_demo.train import evaluate
 
 
 def _save(path, arch="logreg", **kw):
@@ -136,3 +138,21 @@ def test_full_disk_keeps_older_checkpoints(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(old).arch == "logreg"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.safetensors"]
+
+
+SHIPPED_MIN_ACCURACY = {"logreg": 0.925, "mlp-50-20": 0.978, "mlp-128-64": 0.978, "mlp-392-196-98": 0.978,
+                        "cnn-examples": 0.990, "cnn": 0.993}
+
+
+@pytest.mark.parametrize("arch", [m.name for m in list_models()])
+def test_shipped_checkpoint_meets_its_accuracy(arch, mnist):
+    ckpt = load_checkpoint(f"checkpoints/{arch}.safetensors")
+    assert ckpt.arch == arch and ckpt.meta["dataset"] == "mnist"
+    acc = evaluate(ckpt.model, mnist.test, ckpt.normalisation, details=False)["accuracy"]
+    assert acc >= SHIPPED_MIN_ACCURACY[arch]
+    assert abs(acc - ckpt.meta["metrics"]["test_accuracy"]) < 1e-4  # the metadata tells the truth
+
+
+def test_shipped_checkpoints_are_small():
+    total = sum(p.stat().st_size for p in Path("checkpoints").glob("*.safetensors"))
+    assert total < 15 * 2**20
