@@ -54,7 +54,9 @@ def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> d
                "epochs_completed": len(run.history), "stopped_early": stopped}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(out) if out else runs_dir() / f"{cfg.arch}-{Path(cfg.dataset).stem}-{stamp}.safetensors"
-    save_checkpoint(model, path, arch=cfg.arch, dataset=cfg.dataset, normalisation=ds.normalisation,
+    # A CSV is named by its file name alone: an upload's temporary path means nothing later.
+    dataset = Path(cfg.dataset).name if cfg.dataset.lower().endswith(".csv") else cfg.dataset
+    save_checkpoint(model, path, arch=cfg.arch, dataset=dataset, normalisation=ds.normalisation,
                     classes=ds.classes, config=cfg.to_dict(), metrics=metrics, train_time_s=run.elapsed_s,
                     device=str(run.device))
     return {"kind": "saved", "path": str(path), "metrics": metrics, "evaluation": report,

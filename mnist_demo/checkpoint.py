@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import nn
 
-from .models import _REGISTRY, count_params, create_model
+from .models import count_params, create_model, model_names
 
 FORMAT = "mnist_demo/1"
 CHECKPOINT_DIR_ENV = "MNIST_DEMO_CHECKPOINTS"
@@ -115,7 +115,7 @@ def read_metadata(blob: bytes, source: str = "checkpoint") -> dict:
 def load_bytes(blob: bytes, source: str = "checkpoint") -> Checkpoint:
     meta = read_metadata(blob, source)
     arch = meta.get("arch")
-    if arch not in _REGISTRY:
+    if arch not in model_names():
         raise CheckpointError(f"{source}: unknown architecture {arch!r}")
     try:
         state = load(blob)

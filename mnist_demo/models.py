@@ -25,6 +25,10 @@ def register(name: str, description: str):
     return wrap
 
 
+def model_names() -> list[str]:
+    return list(_REGISTRY)
+
+
 def create_model(name: str) -> nn.Module:
     if name not in _REGISTRY:
         raise ValueError(f"unknown architecture {name!r}; choose one of: {', '.join(_REGISTRY)}")

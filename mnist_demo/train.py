@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, Split, load_dataset, to_float, train_val_split
-from .models import _REGISTRY, create_model
+from .models import create_model, model_names
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adadelta")
 SCHEDULES = ("none", "one-cycle", "step")
@@ -97,8 +97,8 @@ def validate(cfg: TrainConfig, pool_size: int | None = None) -> None:
     def bad(msg: str):
         raise ConfigError(msg)
 
-    if cfg.arch not in _REGISTRY:
-        bad(f"unknown architecture {cfg.arch!r}; choose one of: {', '.join(_REGISTRY)}")
+    if cfg.arch not in model_names():
+        bad(f"unknown architecture {cfg.arch!r}; choose one of: {', '.join(model_names())}")
     if cfg.optimizer not in OPTIMIZERS:
         bad(f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
@@ -163,7 +163,8 @@ class TrainingRun:
 
     cfg: TrainConfig
     dataset: Dataset | None = None
-    record_interval_s: float = 0.25
+    record_interval_s: float = 0.25  # step records at most this often, ...
+    records_per_epoch: int = 50  # ... but at least this many per epoch, so fast runs still draw a curve
     history: list[dict] = field(default_factory=list)
     device: torch.device = field(init=False)
     model: nn.Module = field(init=False)
@@ -177,9 +178,8 @@ class TrainingRun:
         validate(self.cfg, pool_size=len(self.dataset.train))
         self.device = resolve_device(self.cfg.device)
         torch.manual_seed(self.cfg.seed)
-        self.model = create_model(self.cfg.arch).to(self.device)
-        if self.device.type == "cuda":  # NHWC convolutions run on tensor cores; a no-op for the MLPs
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # NHWC convolutions run ~1.5× faster on CPU (oneDNN) and on tensor cores; a no-op for the MLPs.
+        self.model = create_model(self.cfg.arch).to(self.device, memory_format=torch.channels_last)
 
     def splits(self) -> tuple[Split, Split]:
         cfg, pool = self.cfg, self.dataset.train
@@ -193,9 +193,7 @@ class TrainingRun:
         train_split, val_split = self.splits()
         norm = self.dataset.normalisation
         # The whole split lives on the device; batches are index slices, so no loader runs per sample.
-        x_train = to_float(train_split.images, norm).to(dev)
-        if dev.type == "cuda":
-            x_train = x_train.contiguous(memory_format=torch.channels_last)
+        x_train = to_float(train_split.images, norm).to(dev, memory_format=torch.channels_last)
         y_train = train_split.labels.to(dev)
         g = torch.Generator(device=dev).manual_seed(cfg.seed)
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -205,6 +203,7 @@ class TrainingRun:
         sched = make_schedule(cfg, opt, steps_per_epoch)
         total = cfg.epochs * steps_per_epoch
         step, start, last_emit = 0, time.perf_counter(), 0.0
+        every = max(1, steps_per_epoch // self.records_per_epoch)
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             perm = torch.randperm(n, generator=g, device=dev)
@@ -229,7 +228,7 @@ class TrainingRun:
                 correct += (logits.argmax(1) == yb).sum()
                 seen += len(yb)
                 now = time.perf_counter() - start
-                if now - last_emit >= self.record_interval_s or i == steps_per_epoch - 1:
+                if now - last_emit >= self.record_interval_s or (i + 1) % every == 0 or i == steps_per_epoch - 1:
                     last_emit = now
                     train_loss = float(loss_sum) / seen
                     if not math.isfinite(train_loss):
@@ -250,8 +249,8 @@ class TrainingRun:
             yield record
         self.elapsed_s = time.perf_counter() - start
         done = {"kind": "done", "epochs": len(self.history), "elapsed_s": self.elapsed_s}
-        if cfg.overfit:
-            done["overfit_passed"] = self.history[-1]["train_acc"] == 1.0 or self.history[-1]["val_acc"] == 1.0
+        if cfg.overfit:  # the "validation" split is the same N images here, scored in eval mode
+            done["overfit_passed"] = self.history[-1]["val_acc"] == 1.0
         yield done
 
     def best_model(self) -> nn.Module:
@@ -278,7 +277,7 @@ def evaluate(model: nn.Module, split: Split, normalisation: tuple[float, float],
     model.eval()
     losses, probs = [], []
     for i in range(0, len(split), batch_size):
-        x = to_float(split.images[i:i + batch_size], normalisation).to(device)
+        x = to_float(split.images[i:i + batch_size], normalisation).to(device, memory_format=torch.channels_last)
         logits = model(x).float()
         y = split.labels[i:i + batch_size].to(device)
         losses.append(F.cross_entropy(logits, y, reduction="sum"))

@@ -23,3 +23,50 @@ def mnist():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# ---- The web app, launched once per test session on a free port (tests/test_app.py, tests/test_browser.py) ----
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_env(tmp_path_factory):
+    """Trained and uploaded checkpoints go to a scratch folder; the bundled ones are only read."""
+    from mnist_demo import api
+
+    saved = {k: os.environ.get(k) for k in (api.RUNS_DIR_ENV, "GRADIO_TEMP_DIR")}
+    runs = tmp_path_factory.mktemp("runs")
+    os.environ[api.RUNS_DIR_ENV] = str(runs)
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+    yield runs
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def app_url(app_env):
+    import app
+
+    demo = app.build_demo()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                            quiet=True, share=False, **app.launch_options())
+    yield url
+    demo.close()
+
+
+@pytest.fixture
+def client(app_url):
+    from gradio_client import Client
+
+    c = Client(app_url, verbose=False, download_files=False)
+    yield c
+    c.close()

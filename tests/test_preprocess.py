@@ -141,3 +141,10 @@ def test_invariant_to_position_size_and_polarity(mnist):
         moved = _place(digit, scale, top, left, ("inverted", "transparent", "plain")[n % 3])
         agree += clf.predict(moved).label == original
     assert agree / len(picks) >= 0.98, agree
+
+
+def test_fully_inked_canvas_is_flagged():
+    layer = np.zeros((280, 280, 4), np.uint8)
+    layer[..., 3] = 255  # every pixel painted
+    prepared = prepare({"background": None, "layers": [layer], "composite": None})
+    assert prepared.digit is not None and "mostly ink" in prepared.message

@@ -1,0 +1,285 @@
+"""The web app through its API (gradio_client against a server on a free port): classify, train, stop, models."""
+
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
+from PIL import Image, ImageDraw
+
+import app
+from mnist_demo.inference import Prediction
+
+# The first MNIST test digits (7, 2, 1, 0, 4) and a few more with other labels: every bundled model gets them right.
+DIGITS = [0, 1, 2, 3, 4, 8, 11, 18, 61]
+LOGREG = dict(arch="logreg", epochs=1)  # ~1 s per epoch on 2 CPU cores: keeps the suite fast
+
+
+def sketch_layer(digit: np.ndarray, path: Path, top: int = 20, left: int = 120) -> Path:
+    """An MNIST digit as a Sketchpad stroke layer: 280×280, transparent paper, black ink, away from the centre."""
+    ink = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BILINEAR))
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[top:top + 140, left:left + 140, 3] = ink
+    Image.fromarray(rgba).save(path)
+    return path
+
+
+def sketch_value(layer: Path) -> dict:
+    return {"background": None, "layers": [handle_file(str(layer))], "composite": None, "id": None}
+
+
+def wait_for(job, predicate, timeout: float = 60.0):
+    """Poll a streaming job until one of its updates satisfies `predicate`; return that update."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for out in job.outputs():
+            if predicate(out):
+                return out
+        if job.done():
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"no matching update; last status {job.status().code}, outputs {job.outputs()[-1:]}")
+
+
+def status_of(out) -> str:
+    return out[1] or ""
+
+
+def summary_of(out) -> dict:
+    return out[5] or {}
+
+
+def test_named_endpoints(client):
+    api_info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/classify", "/draw", "/train", "/sanity_check", "/stop", "/models", "/upload_checkpoint"} <= set(api_info)
+    params = [p["parameter_name"] for p in api_info["/train"]["parameters"]]
+    assert params[:3] == ["dataset", "csv_file", "arch"]
+
+
+@pytest.mark.parametrize("index", DIGITS)
+def test_off_centre_sketch_layer_is_classified(client, mnist, tmp_path, index):
+    digit, label = mnist.test.images[index].numpy(), str(int(mnist.test.labels[index]))
+    layer = sketch_layer(digit, tmp_path / "layer.png", top=10 + 12 * (index % 8), left=15 + 14 * (index % 9))
+    probs, verdict, seen, saliency, compare = client.predict(sketch_value(layer), api_name="/draw")
+    assert probs["label"] == label, verdict
+    assert {c["label"] for c in probs["confidences"]} == set("0123456789")
+    assert seen and saliency  # the 28×28 model input and the saliency overlay are images
+    assert len(compare["data"]) >= 2 and any(row[0].startswith("▶") and row[2] == label for row in compare["data"])
+    assert client.predict(handle_file(str(layer)), api_name="/classify")["label"] == label
+
+
+def test_blank_inputs_give_empty_results(client, tmp_path):
+    probs, verdict, seen, *_ = client.predict(None, api_name="/draw")
+    assert not probs and "blank" in verdict and seen is None
+    empty = tmp_path / "empty.png"
+    Image.new("RGBA", (280, 280), (0, 0, 0, 0)).save(empty)
+    probs, verdict, *_ = client.predict(sketch_value(empty), api_name="/draw")
+    assert not probs and "blank" in verdict
+    assert not client.predict(handle_file(str(empty)), api_name="/classify")
+
+
+def test_unsure_prediction_says_so():
+    classes = [str(d) for d in range(10)]
+    sure = Prediction(np.array([0.01] * 9 + [0.91]), np.zeros((28, 28), np.float32))
+    unsure = Prediction(np.array([0.05] * 8 + [0.25, 0.35]), np.zeros((28, 28), np.float32))
+    assert app.verdict(sure, classes).startswith("It's a **9**")
+    assert "Not sure" in app.verdict(unsure, classes) and "**9**" in app.verdict(unsure, classes)
+
+
+def _png_with_size(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims a huge size: the decoder must refuse it, not allocate it."""
+    Image.new("L", (1, 1)).save(path)
+    blob = bytearray(path.read_bytes())
+    ihdr = blob[12:29]  # chunk type + data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    blob[12:29] = ihdr
+    blob[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def test_hostile_images_get_a_clear_message(client, mnist, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is not an image")
+    good = sketch_layer(mnist.test.images[0].numpy(), tmp_path / "good.png")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:120])
+    huge = _png_with_size(tmp_path / "huge.png", 40_000, 40_000)
+    for bad in (not_image, truncated, huge):
+        with pytest.raises(AppError, match="Cannot classify this file"):
+            client.predict(handle_file(str(bad)), api_name="/classify")
+    # The server keeps serving, and a big but genuine photo (81 megapixels of paper, one stroke) is fine.
+    assert client.predict(handle_file(str(good)), api_name="/classify")["label"] == "7"
+    big = Image.new("L", (9000, 9000), 255)
+    ImageDraw.Draw(big).line([(4500, 1500), (4500, 7500)], fill=0, width=600)
+    big.save(tmp_path / "big.png")
+    assert client.predict(handle_file(str(tmp_path / "big.png")), api_name="/classify")["label"] == "1"
+
+
+def test_train_streams_and_saves_a_selectable_model(client, app_env, mnist, tmp_path):
+    job = client.submit(**LOGREG, api_name="/train")
+    outputs = list(job)
+    assert job.status().code == Status.FINISHED
+    assert len(outputs) >= 2 and any("epoch 1/1" in status_of(o) for o in outputs[:-1])
+    loss_curve = [o[2] for o in outputs if o[2] and o[2]["data"]]
+    assert loss_curve and len(loss_curve[-1]["data"]) <= app.PLOT_POINTS
+    summary = summary_of(outputs[-1])
+    assert summary["test_accuracy"] >= 0.85 and summary["epochs_completed"] == 1 and not summary["stopped_early"]
+    assert (app_env / summary["checkpoint"]).is_file()
+    assert "test accuracy" in status_of(outputs[-1])
+    # The new model is listed and usable at once, without a reload.
+    models = client.predict(api_name="/models")
+    assert summary["model"] in [row[0] for row in models["data"]]
+    layer = sketch_layer(mnist.test.images[1].numpy(), tmp_path / "two.png")
+    assert client.predict(handle_file(str(layer)), summary["model"], api_name="/classify")["label"] == "2"
+    probs, *_ = client.predict(sketch_value(layer), summary["model"], api_name="/draw")
+    assert probs["label"] == "2"
+
+
+def test_stop_keeps_the_best_model_so_far(client, app_env):
+    job = client.submit(arch="logreg", epochs=40, api_name="/train")
+    wait_for(job, lambda o: "epoch 1/40 done" in status_of(o))
+    stopped_at = time.monotonic()
+    assert "Stopping" in client.predict(api_name="/stop")
+    final = job.result()
+    assert time.monotonic() - stopped_at < 10
+    summary = summary_of(final)
+    assert summary["stopped_early"] and 1 <= summary["epochs_completed"] < 40
+    assert summary["test_accuracy"] > 0.85 and (app_env / summary["checkpoint"]).is_file()
+    assert client.predict(api_name="/stop") == "Nothing to stop."
+
+
+def test_cancel_stops_training_and_server_still_classifies(client, app_url, mnist, tmp_path):
+    from gradio_client import Client
+
+    job = client.submit(arch="logreg", epochs=40, api_name="/train")
+    wait_for(job, lambda o: "epoch 1/" in status_of(o))
+    job.cancel()
+    deadline = time.monotonic() + 15
+    while not job.done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.done() and job.status().code == Status.CANCELLED
+    layer = sketch_layer(mnist.test.images[2].numpy(), tmp_path / "one.png")
+    assert client.predict(handle_file(str(layer)), api_name="/classify")["label"] == "1"
+    # The trainer is free again: a new run from another session starts and finishes promptly.
+    other = Client(app_url, verbose=False, download_files=False)
+    start = time.monotonic()
+    out = other.predict(arch="logreg", epochs=1, subset=5000, api_name="/train")
+    assert summary_of(out)["epochs_completed"] == 1 and time.monotonic() - start < 30
+    other.close()
+
+
+def test_second_run_waits_in_queue_while_classifying_stays_free(app_url, mnist, tmp_path):
+    from gradio_client import Client
+
+    a, b = (Client(app_url, verbose=False, download_files=False) for _ in range(2))
+    first = a.submit(arch="logreg", epochs=40, api_name="/train")
+    wait_for(first, lambda o: "epoch 1/40" in status_of(o))
+    second = b.submit(**LOGREG, api_name="/train")
+    deadline = time.monotonic() + 10
+    while second.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = second.status()
+    assert status.code == Status.IN_QUEUE and status.rank == 0 and status.queue_size >= 1
+    layer = sketch_layer(mnist.test.images[3].numpy(), tmp_path / "zero.png")
+    started = time.monotonic()
+    assert b.predict(handle_file(str(layer)), api_name="/classify")["label"] == "0"
+    assert time.monotonic() - started < 5 and not first.done()
+    second.cancel()
+    a.predict(api_name="/stop")
+    assert summary_of(first.result())["stopped_early"]
+    a.close()
+    b.close()
+
+
+def test_sanity_check_reports_pass_and_saves_nothing(client, app_env):
+    before = set(app_env.glob("*.safetensors"))
+    out = client.predict(arch="logreg", api_name="/sanity_check")
+    assert summary_of(out)["sanity_check"] == "passed", status_of(out)
+    assert "PASSED" in status_of(out)
+    assert set(app_env.glob("*.safetensors")) == before
+
+
+def test_bad_settings_get_a_clear_message(client):
+    with pytest.raises(AppError, match="learning rate"):
+        client.predict(arch="logreg", lr=-1, api_name="/train")
+    with pytest.raises(AppError, match="CSV"):
+        client.predict(dataset="csv", arch="logreg", api_name="/train")
+
+
+def test_train_on_csv_upload(client, mnist, tmp_path):
+    images, labels = mnist.train.images[:600].reshape(600, -1).numpy(), mnist.train.labels[:600].numpy()
+    header = "label," + ",".join(f"pixel{i}" for i in range(784))
+    rows = [f"{y}," + ",".join(map(str, x)) for x, y in zip(images, labels)]
+    good = tmp_path / "train.csv"
+    good.write_text("\n".join([header, *rows]))
+    out = client.predict(dataset="csv", csv_file=handle_file(str(good)), arch="logreg", epochs=3, api_name="/train")
+    assert summary_of(out)["test_accuracy"] > 0.5
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([header, rows[0], rows[1].replace(",0,", ",oops,", 1)]))
+    with pytest.raises(AppError, match=r"row 2, column 'pixel\d+'"):
+        client.predict(dataset="csv", csv_file=handle_file(str(bad)), arch="logreg", api_name="/train")
+
+
+def test_upload_checkpoint_refuses_anything_but_valid_safetensors(client, app_env, tmp_path):
+    pickle_file = tmp_path / "model.pt"
+    pickle_file.write_bytes(b"\x80\x04not really a pickle")
+    message, *_ = client.predict(handle_file(str(pickle_file)), api_name="/upload_checkpoint")
+    assert "Refused" in message and ".safetensors" in message
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    message, *_ = client.predict(handle_file(str(garbage)), api_name="/upload_checkpoint")
+    assert "Refused" in message
+    bundled = next(e for e in app.catalogue() if e.bundled)
+    good = tmp_path / "my model.safetensors"
+    good.write_bytes(bundled.path.read_bytes())
+    first, table, *_ = client.predict(handle_file(str(good)), api_name="/upload_checkpoint")
+    second, *_ = client.predict(handle_file(str(good)), api_name="/upload_checkpoint")
+    assert "my-model" in first and "my-model-2" in second  # never overwrites an existing model
+    assert (app_env / "my-model.safetensors").read_bytes() == bundled.path.read_bytes()
+    assert "my-model" in [row[0] for row in client.predict(api_name="/models")["data"]]
+
+
+def test_ui_handlers_turn_bad_uploads_into_messages(tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is not an image")
+    with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to a Python warning
+        probs, verdict, seen, *_ = app.on_upload({"path": str(not_image)}, None)
+    assert probs is None and seen is None and "not a readable image" in verdict
+    probs, verdict, *_ = app.on_upload(None, None)
+    assert probs is None and "blank" in verdict
+
+
+def test_each_physical_device_gets_one_trainer(monkeypatch):
+    monkeypatch.setattr(app, "resolve_device", lambda name: {"auto": "cuda", "cuda": "cuda"}.get(name, name))
+    assert app.device_key("auto") == app.device_key("cuda") == app.device_key("cuda:0") == "cuda:0"
+    assert app.device_key("cpu") == "cpu"
+
+
+def test_a_crash_inside_training_reaches_only_that_user(client, monkeypatch, mnist, tmp_path):
+    from mnist_demo import train as train_module
+
+    def broken_augment(x, generator=None):
+        raise RuntimeError("simulated fault in a training step")
+
+    monkeypatch.setattr(train_module, "augment_batch", broken_augment)
+    with pytest.raises(AppError, match="Training failed: RuntimeError: simulated fault"):
+        client.predict(arch="logreg", epochs=1, subset=2000, augment=True, api_name="/train")
+    monkeypatch.undo()
+    # The server, the trainer lock and classification are all fine afterwards.
+    out = client.predict(arch="logreg", epochs=1, subset=2000, api_name="/train")
+    assert summary_of(out)["epochs_completed"] == 1
+    layer = sketch_layer(mnist.test.images[0].numpy(), tmp_path / "seven.png")
+    assert client.predict(handle_file(str(layer)), api_name="/classify")["label"] == "7"
+
+
+def test_divergence_is_reported_and_saves_nothing(client, app_env):
+    before = set(app_env.glob("*.safetensors"))
+    with pytest.raises(AppError, match="diverged"):
+        client.predict(arch="mlp-128-64", optimizer="sgd", lr=1000, epochs=1, subset=3000, api_name="/train")
+    assert set(app_env.glob("*.safetensors")) == before
