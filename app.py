@@ -8,6 +8,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ CANVAS = 280  # drawing surface in pixels: 10× MNIST, so the brush maps to MNIS
 BRUSH_RADIUS = 11  # a 22 px stroke is ~2.2 px once the digit is fitted into MNIST's 20 px box
 ZOOM = 8  # the 28×28 model input is shown at 224×224, pixel-exact
 UNSURE_BELOW = 0.6  # top probability under this reads as "not sure"
+UI_INTERVAL_S = 0.5  # at most two streamed step updates a second: each one pauses training while it renders
 PLOT_POINTS = 300  # the loss curve is thinned to this many points so the browser stays fast
 GALLERY_SIZE = 40  # most confident mistakes shown after training
 OVERFIT_IMAGES, OVERFIT_EPOCHS, OVERFIT_BATCH = 64, 30, 16  # 4 steps × 30 epochs: enough to memorise 64 images
@@ -552,10 +554,14 @@ def _stream(cfg: TrainConfig, control: RunControl, overfit: int | None):
             yield live.outputs()
             records = api.train_and_save(cfg, out=out, dataset=ds, should_stop=control.stop.is_set)
             with contextlib.closing(records):  # closing (page closed, cancel) makes the library keep the best model
+                last_ui = 0.0
                 for rec in records:
                     if rec["kind"] != "saved":
                         live.add(rec)
-                        yield live.outputs()
+                        # Training pauses while Gradio renders an update, so step updates are spaced out.
+                        if rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
+                            last_ui = time.monotonic()
+                            yield live.outputs()
                         continue
                     summary, result = _summarise(rec, live, ds, overfit)
                     live.status = _final_status(summary, live)

@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.utils import Status  # noqa: E402
 
 from mnist_demo.data import load_dataset  # noqa: E402
 
@@ -110,7 +109,7 @@ def main() -> None:
         print("== classify while training", flush=True)
         trainer = Client(url, verbose=False, download_files=False)
         job = trainer.submit(**TRAIN, api_name="/train")
-        while job.status().code != Status.PROCESSING:
+        while not job.outputs():  # the first streamed update: the run has started
             time.sleep(0.05)
         res["classify_during_training"] = hammer(clients[:CLIENTS], image, SECONDS)
         during = job.result()[-1]

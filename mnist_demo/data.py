@@ -243,7 +243,7 @@ def train_val_split(pool: Split, val_fraction: float, subset: int | None, seed: 
     perm = torch.randperm(len(pool), generator=g)
     if subset is not None:
         perm = perm[:subset]
-    n_val = int(round(len(perm) * val_fraction))
+    n_val = min(max(1, round(len(perm) * val_fraction)), len(perm) - 1)  # both sides keep at least one sample
     return pool.take(perm[n_val:]), pool.take(perm[:n_val])
 
 

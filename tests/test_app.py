@@ -283,3 +283,12 @@ def test_divergence_is_reported_and_saves_nothing(client, app_env):
     with pytest.raises(AppError, match="diverged"):
         client.predict(arch="mlp-128-64", optimizer="sgd", lr=1000, epochs=1, subset=3000, api_name="/train")
     assert set(app_env.glob("*.safetensors")) == before
+
+
+def test_uploads_are_size_limited(client, app_env, tmp_path):
+    big = tmp_path / "big.safetensors"
+    with open(big, "wb") as f:
+        f.truncate(30 * 2**20)  # over the app's 25 MB upload limit
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict(handle_file(str(big)), api_name="/upload_checkpoint")
+    assert not list(app_env.glob("big*.safetensors"))

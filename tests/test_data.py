@@ -109,3 +109,11 @@ def test_not_a_csv(tmp_path):
         load_csv(path)
     with pytest.raises(DataError, match="not found"):
         load_csv(tmp_path / "missing.csv")
+
+
+def test_oversized_csv_is_refused_before_reading(tmp_path, monkeypatch):
+    # A million rows of 785 numbers is over a gigabyte; the size check refuses it without parsing anything.
+    path = _csv(tmp_path, _frame(50))
+    monkeypatch.setattr(data, "CSV_MAX_BYTES", 10_000)
+    with pytest.raises(DataError, match="limit is"):
+        load_csv(path)
