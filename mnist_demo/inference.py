@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,10 +38,6 @@ class Classifier:
         self.classes = checkpoint.classes
         self.normalisation = checkpoint.normalisation
         self.model = copy.deepcopy(checkpoint.model).cpu().eval()
-
-    @classmethod
-    def from_path(cls, path: str | Path) -> Classifier:
-        return cls(load_checkpoint(path))
 
     def tensor(self, digit: np.ndarray) -> torch.Tensor:
         mean, std = self.normalisation
