@@ -28,6 +28,7 @@ from mnist_demo.train import (
     TrainConfig,
     TrainingDiverged,
     available_devices,
+    prediction_table,
     resolve_device,
 )
 
@@ -35,7 +36,7 @@ CANVAS = 280  # drawing surface in pixels: 10× MNIST, so the brush maps to MNIS
 BRUSH_RADIUS = 11  # a 22 px stroke is ~2.2 px once the digit is fitted into MNIST's 20 px box
 ZOOM = 8  # the 28×28 model input is shown at 224×224, pixel-exact
 UNSURE_BELOW = 0.6  # top probability under this reads as "not sure"
-UI_INTERVAL_S = 0.5  # at most two streamed step updates a second: each one pauses training while it renders
+UI_INTERVAL_S = 0.5  # at most two streamed step updates a second: plenty for a curve, and each costs server CPU
 PLOT_POINTS = 300  # the loss curve is thinned to this many points so the browser stays fast
 GALLERY_SIZE = 40  # most confident mistakes shown after training
 OVERFIT_IMAGES, OVERFIT_EPOCHS, OVERFIT_BATCH = 64, 30, 16  # 4 steps × 30 epochs: enough to memorise 64 images
@@ -117,8 +118,8 @@ def default_model(entries: list[ModelEntry]) -> str | None:
     return None
 
 
-def find_model(key: str | None) -> ModelEntry:
-    entries = catalogue()
+def find_model(key: str | None, entries: list[ModelEntry] | None = None) -> ModelEntry:
+    entries = catalogue() if entries is None else entries
     key = key or default_model(entries)
     for entry in entries:
         if entry.key == key:
@@ -182,9 +183,9 @@ def saliency_overlay(digit: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     return enlarge((255 * ((1 - alpha) * grey + alpha * hot)).round().astype(np.uint8))
 
 
-def compare_models(prepared: Prepared, selected: str) -> pd.DataFrame:
+def compare_models(prepared: Prepared, selected: str, entries: list[ModelEntry]) -> pd.DataFrame:
     rows = []
-    for entry in catalogue():
+    for entry in entries:
         try:
             clf = classifier(entry)
             pred = clf.predict(prepared)
@@ -200,7 +201,8 @@ def compare_models(prepared: Prepared, selected: str) -> pd.DataFrame:
 
 def draw_outputs(prepared: Prepared | None, model_key: str | None) -> tuple:
     """Everything the Draw tab shows for one input: probabilities, verdict, model input, saliency, comparison."""
-    entry = find_model(model_key)
+    entries = catalogue()  # read the checkpoint folders once per stroke, not once per use
+    entry = find_model(model_key, entries)
     try:
         clf = classifier(entry)
     except CheckpointError as exc:
@@ -208,12 +210,12 @@ def draw_outputs(prepared: Prepared | None, model_key: str | None) -> tuple:
         return None, f"⚠️ {exc}", None, None, None, prepared
     if prepared is None or prepared.blank:
         message = prepared.message if prepared else "The canvas is blank: draw a digit."
-        return None, message, None, None, compare_models(Prepared(None), entry.key), prepared
+        return None, message, None, None, compare_models(Prepared(None), entry.key, entries), prepared
     pred = clf.predict(prepared)
     seen = enlarge((pred.digit * 255).round().astype(np.uint8))
     heat = saliency_overlay(pred.digit, clf.saliency(pred.digit, pred.label))
     return (probabilities(pred, clf.classes), verdict(pred, clf.classes), seen, heat,
-            compare_models(prepared, entry.key), prepared)
+            compare_models(prepared, entry.key, entries), prepared)
 
 
 def prepare_or_warn(source) -> Prepared | str:
@@ -639,8 +641,8 @@ def show_results(result: dict | None, current_model: str | None) -> tuple:
     # Accuracies of 97-100% all look full as bars, so the chart shows what is missing: the error rate.
     per_class = typed_frame([{"class": c, "error %": 100 * (1 - a)} for c, a in zip(classes, result["per_class"])],
                             **{"class": "str", "error %": "float64"})
-    table = pd.DataFrame({"index": range(len(result["true"])), "true": [classes[t] for t in result["true"]],
-                          "predicted": [classes[p] for p in result["predicted"]]})
+    table = prediction_table(result["predicted"], result["true"])[["true", "predicted"]].map(classes.__getitem__)
+    table.insert(0, "index", range(len(table)))
     table["correct"] = np.where(table["true"] == table["predicted"], "✓", "✗")
     headline = f"### Test accuracy: {result['accuracy']:.2%}  ({len(table):,} test images)"
     lists = (model_dropdown(current_model), models_frame(), download_dropdown(Path(result["path"]).stem))
