@@ -13,7 +13,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gradio as gr
+# Gradio recomputes a pandas summary of its last 10,000 events after every event, for its monitoring page; at 50-80
+# classify calls a second that cost more server CPU than the model itself. Once every 100 events is plenty.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
+
+import gradio as gr  # noqa: E402
 import numpy as np
 import pandas as pd
 
@@ -31,6 +35,7 @@ from mnist_demo.train import (
     prediction_table,
     resolve_device,
 )
+from mnist_demo.worker import Worker
 
 CANVAS = 280  # drawing surface in pixels: 10× MNIST, so the brush maps to MNIST-like strokes
 BRUSH_RADIUS = 11  # a 22 px stroke is ~2.2 px once the digit is fitted into MNIST's 20 px box
@@ -93,17 +98,16 @@ def catalogue() -> list[ModelEntry]:
     """Bundled checkpoints (best first), then the app's own runs (newest first)."""
     entries: list[ModelEntry] = []
     keys: set[str] = set()
-    paths: set[Path] = set()
-    for directory, bundled in ((checkpoint_dir(), True), (api.runs_dir(), False)):
+    shipped, runs = checkpoint_dir().resolve(), api.runs_dir().resolve()
+    for directory, bundled in ((shipped, True), (runs, False)):
+        if not bundled and directory == shipped:  # one folder for both: list it once
+            continue
         found = list_checkpoints(directory)
         if bundled:
             found.sort(key=lambda pm: -((pm[1].get("metrics") or {}).get("test_accuracy") or 0))
         for path, meta in found:
-            if path.resolve() in paths:
-                continue
             key = path.stem if path.stem not in keys else f"runs/{path.stem}"
             keys.add(key)
-            paths.add(path.resolve())
             entries.append(ModelEntry(key, path, meta, bundled))
     return entries
 
@@ -332,6 +336,7 @@ def device_key(name: str) -> str:
 
 TRAIN_SLOTS = len({device_key(d) for d in available_devices()})  # one concurrent run per physical device
 _device_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+_workers: dict[str, Worker] = defaultdict(Worker)  # one training process per device, used under its lock
 
 
 class RunControl:
@@ -554,13 +559,13 @@ def _stream(cfg: TrainConfig, control: RunControl, overfit: int | None):
             out = Path(tmp) / "overfit.safetensors" if overfit else None
             live.status = f"{live.title}: starting on {device}…"
             yield live.outputs()
-            records = api.train_and_save(cfg, out=out, dataset=ds, should_stop=control.stop.is_set)
-            with contextlib.closing(records):  # closing (page closed, cancel) makes the library keep the best model
+            records = _workers[device].train(cfg, out=out or api.checkpoint_path(cfg), should_stop=control.stop.is_set)
+            with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
                 last_ui = 0.0
                 for rec in records:
                     if rec["kind"] != "saved":
                         live.add(rec)
-                        # Training pauses while Gradio renders an update, so step updates are spaced out.
+                        # Rendering an update costs server CPU that training (2 cores) could use, so steps are spaced.
                         if rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
                             last_ui = time.monotonic()
                             yield live.outputs()
@@ -925,4 +930,5 @@ def launch_options() -> dict:
 
 
 if __name__ == "__main__":
+    api.serve_only()
     build_demo().launch(**launch_options())  # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured by launch()

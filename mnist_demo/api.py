@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, load_dataset
 from .inference import Classifier
@@ -20,6 +22,15 @@ RUNS_DIR_ENV = "MNIST_DEMO_RUNS"
 def runs_dir() -> Path:
     """Where newly trained checkpoints go (the shipped ones stay in checkpoints/)."""
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def serve_only() -> None:
+    """Set up a process that classifies but does not train (the web app; it trains in a worker process).
+
+    One intra-op thread: a batch of one image gains nothing from more, and extra threads would fight the training
+    process for the cores.
+    """
+    torch.set_num_threads(1)
 
 
 def list_architectures() -> list[dict]:
@@ -43,6 +54,11 @@ def make_config(**overrides) -> TrainConfig:
     return TrainConfig.for_arch(values.pop("arch", "cnn"), **values)
 
 
+def checkpoint_path(cfg: TrainConfig) -> Path:
+    """Where a new run's checkpoint goes by default: runs/<arch>-<dataset>-<time>.safetensors."""
+    return runs_dir() / f"{cfg.arch}-{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+
+
 def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> dict:
     """Evaluate the best model so far on the test split and save it with its metrics."""
     cfg, ds = run.cfg, run.dataset
@@ -52,8 +68,7 @@ def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> d
                "per_class_accuracy": report["per_class_accuracy"],
                "val_accuracy": run.history[-1]["val_acc"] if run.history else None,
                "epochs_completed": len(run.history), "stopped_early": stopped}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(out) if out else runs_dir() / f"{cfg.arch}-{Path(cfg.dataset).stem}-{stamp}.safetensors"
+    path = Path(out) if out else checkpoint_path(cfg)
     # A CSV is named by its file name alone: an upload's temporary path means nothing later.
     dataset = Path(cfg.dataset).name if cfg.dataset.lower().endswith(".csv") else cfg.dataset
     save_checkpoint(model, path, arch=cfg.arch, dataset=dataset, normalisation=ds.normalisation,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -149,11 +150,17 @@ def list_checkpoints(directory: str | os.PathLike | None = None) -> list[tuple[P
     found = []
     for path in Path(checkpoint_dir(directory)).glob("*.safetensors"):
         try:
-            with open(path, "rb") as f:
-                head = f.read(8)
-                n = int.from_bytes(head, "little") if len(head) == 8 else 0
-                meta = read_metadata(head + f.read(min(n, 10_000_000)), path.name)
+            stat = path.stat()
+            found.append((path, _header(path, stat.st_mtime_ns, stat.st_size)))
         except (OSError, CheckpointError):
             continue
-        found.append((path, meta))
     return sorted(found, key=lambda pm: pm[1].get("created", ""), reverse=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _header(path: Path, mtime_ns: int, size: int) -> dict:
+    """A checkpoint's metadata, read once per version of the file: the app lists the folders on every stroke."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        return read_metadata(head + f.read(min(n, 10_000_000)), path.name)

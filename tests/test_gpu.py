@@ -36,3 +36,12 @@ def test_gpu_checkpoint_serves_on_cpu(mnist, tmp_path):
     ckpt = load_checkpoint(tmp_path / "g.safetensors")
     cpu_acc = evaluate(ckpt.model, mnist.test, ckpt.normalisation, "cpu", details=False)["accuracy"]
     assert abs(cpu_acc - saved["metrics"]["test_accuracy"]) < 2e-3
+
+
+def test_the_apps_training_process_trains_on_the_gpu(tmp_path):
+    from mnist_demo.worker import Worker
+
+    cfg = TrainConfig.for_arch("cnn", device="cuda", subset=6000, epochs=2)
+    saved = list(Worker().train(cfg, out=tmp_path / "w.safetensors"))[-1]
+    assert saved["kind"] == "saved" and saved["device"].startswith("cuda")
+    assert saved["metrics"]["test_accuracy"] > 0.9

@@ -1,0 +1,128 @@
+"""Training in a child process that streams its progress records back: how the web app trains."""
+
+# Why a process: the app serves requests from many threads, and PyTorch's OpenMP threads run slower as soon as more
+# than one thread has used them (idle workers stop spinning once they outnumber the cores): training in a server
+# thread ran 20-30% slower than the CLI on 2 cores. A child trains on its main thread as the CLI does, and a crash
+# there (out of memory, a segfault) ends one run, not the server.
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from queue import Queue
+
+from . import api
+from .checkpoint import CheckpointError
+from .data import DataError
+from .train import ConfigError, TrainConfig, TrainingDiverged
+
+# Errors a person can act on keep their type across the process boundary; anything else arrives as WorkerError.
+USER_ERRORS = {cls.__name__: cls for cls in (ConfigError, DataError, TrainingDiverged, CheckpointError)}
+STOP = "stop"
+NICE = 10
+
+
+class WorkerError(RuntimeError):
+    """The training process failed in a way the person who started the run cannot fix."""
+
+
+def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
+    """The child's loop: a job is one JSON line ({"config": ..., "out": ...}), "stop" ends the current one early.
+
+    Every record is written back as one JSON line; a job ends with {"kind": "end"} or {"kind": "error", ...}.
+    """
+    jobs: Queue[dict | None] = Queue()
+    stop = threading.Event()
+
+    def read() -> None:  # a reader thread, so that "stop" arrives while the main thread trains
+        for line in stdin:
+            message = json.loads(line)
+            if message == STOP:
+                stop.set()
+            else:
+                jobs.put(message)
+        stop.set()
+        jobs.put(None)
+
+    def send(record: dict) -> None:
+        stdout.write(json.dumps(record) + "\n")
+        stdout.flush()
+
+    threading.Thread(target=read, daemon=True).start()
+    while (job := jobs.get()) is not None:
+        stop.clear()
+        try:
+            for record in api.train_and_save(TrainConfig(**job["config"]), out=job["out"], should_stop=stop.is_set):
+                send(record)
+            send({"kind": "end"})
+        except Exception as exc:  # reported to the one run that caused it; the process serves the next job
+            send({"kind": "error", "type": type(exc).__name__, "message": str(exc)})
+
+
+class Worker:
+    """The parent's handle on one training process, started on first use and restarted if it dies."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def _process(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            root = str(Path(__file__).resolve().parents[1])  # importable wherever the app was started from
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+            self._proc = subprocess.Popen([sys.executable, "-m", "mnist_demo.worker"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        return self._proc
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def train(self, cfg: TrainConfig, out: str | os.PathLike,
+              should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+        """Like api.train_and_save, one run at a time per Worker: closing it stops the run and keeps the best model."""
+        proc = self._process()
+        proc.stdin.write(json.dumps({"config": cfg.to_dict(), "out": str(out)}) + "\n")
+        stopping = False
+        try:
+            for line in proc.stdout:
+                record = json.loads(line)
+                if record["kind"] == "end":
+                    return
+                if record["kind"] == "error":
+                    cls = USER_ERRORS.get(record["type"])
+                    raise cls(record["message"]) if cls else WorkerError(f"{record['type']}: {record['message']}")
+                yield record
+                if not stopping and should_stop is not None and should_stop():
+                    stopping = self._stop(proc)
+            code = proc.wait()
+            raise WorkerError(f"the training process ended unexpectedly (exit code {code})")
+        except GeneratorExit:  # finish the run (it saves the best model so far) before the next job can start
+            if not stopping:
+                self._stop(proc)
+            for line in proc.stdout:
+                if json.loads(line)["kind"] in ("end", "error"):
+                    break
+            raise
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> bool:
+        try:
+            proc.stdin.write(json.dumps(STOP) + "\n")
+        except BrokenPipeError:  # already gone: the read loop reports how it ended
+            pass
+        return True
+
+
+if __name__ == "__main__":
+    # Requests first: at a lower priority, training yields a core the moment the server has work, so classification
+    # stays quick while a run goes on, and training loses only the CPU time the requests really use.
+    if hasattr(os, "nice"):
+        os.nice(NICE)
+    records = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything else printed (a download's progress, a library's warning) goes to stderr
+    serve(sys.stdin, records)
