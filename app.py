@@ -931,4 +931,5 @@ def launch_options() -> dict:
 
 if __name__ == "__main__":
     api.serve_only()
+    _workers[device_key("auto")].start()  # imports torch in the background, so the first Train starts at once
     build_demo().launch(**launch_options())  # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured by launch()

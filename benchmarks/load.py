@@ -159,7 +159,7 @@ def main() -> None:
 
         print("== training alone", flush=True)
         trainer = Client(url, verbose=False, download_files=False)
-        trainer.predict(arch="logreg", epochs=1, subset=2000, api_name="/train")  # starts the training process
+        trainer.predict(arch="logreg", epochs=1, subset=2000, api_name="/train")  # the training process is ready
         solo = trainer.predict(**TRAIN, api_name="/train")[-1]
         res["train_solo_images_per_s"] = round(train_rate(solo))
 

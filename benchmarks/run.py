@@ -129,7 +129,7 @@ def app_start() -> dict:
 
 def train_endpoint_vs_cli(rounds: int = 3) -> dict:
     """The default recipe's training images/s through the app's /train and through the CLI, alternated so that both
-    see the same machine noise. The app trains in its worker process, started here by a small first run."""
+    see the same machine noise. The app trains in its worker process; a small first run makes sure it is ready."""
     from gradio_client import Client
     from load import start_server, train_rate
 

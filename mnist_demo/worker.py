@@ -70,7 +70,8 @@ class Worker:
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
 
-    def _process(self) -> subprocess.Popen:
+    def start(self) -> subprocess.Popen:
+        """The running process, started now if there is none (it needs a few seconds to import torch)."""
         if self._proc is None or self._proc.poll() is not None:
             root = str(Path(__file__).resolve().parents[1])  # importable wherever the app was started from
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
@@ -85,7 +86,7 @@ class Worker:
     def train(self, cfg: TrainConfig, out: str | os.PathLike,
               should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
         """Like api.train_and_save, one run at a time per Worker: closing it stops the run and keeps the best model."""
-        proc = self._process()
+        proc = self.start()
         proc.stdin.write(json.dumps({"config": cfg.to_dict(), "out": str(out)}) + "\n")
         stopping = False
         try:
