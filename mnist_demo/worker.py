@@ -65,7 +65,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
 
 
 class Worker:
-    """The parent's handle on one training process, started on first use and restarted if it dies."""
+    """The parent's handle on one training process: started by start() or on first use, restarted if it dies."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
