@@ -99,7 +99,8 @@ class Worker:
                     raise cls(record["message"]) if cls else WorkerError(f"{record['type']}: {record['message']}")
                 yield record
                 if not stopping and should_stop is not None and should_stop():
-                    stopping = self._stop(proc)
+                    self._stop(proc)
+                    stopping = True
             code = proc.wait()
             raise WorkerError(f"the training process ended unexpectedly (exit code {code})")
         except GeneratorExit:  # finish the run (it saves the best model so far) before the next job can start
@@ -111,12 +112,11 @@ class Worker:
             raise
 
     @staticmethod
-    def _stop(proc: subprocess.Popen) -> bool:
+    def _stop(proc: subprocess.Popen) -> None:
         try:
             proc.stdin.write(json.dumps(STOP) + "\n")
         except BrokenPipeError:  # already gone: the read loop reports how it ended
             pass
-        return True
 
 
 if __name__ == "__main__":
