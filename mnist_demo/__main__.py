@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float)
     s.add_argument("--overfit", type=int, help="sanity check: train on the first N samples only")
     s.add_argument("--augment", action="store_true", default=None)
+    s.add_argument("--clean-tail", type=float, help="with --augment, the last fraction of epochs trains unwarped")
     s.add_argument("--out", help="checkpoint path (default: checkpoints/<arch>-<time>.safetensors)")
     s.set_defaults(func=_cmd_train)
 

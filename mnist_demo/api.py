@@ -73,9 +73,9 @@ def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> d
     dataset = Path(cfg.dataset).name if cfg.dataset.lower().endswith(".csv") else cfg.dataset
     save_checkpoint(model, path, arch=cfg.arch, dataset=dataset, normalisation=ds.normalisation,
                     classes=ds.classes, config=cfg.to_dict(), metrics=metrics, train_time_s=run.elapsed_s,
-                    device=str(run.device))
+                    device=run.device_label)
     return {"kind": "saved", "path": str(path), "metrics": metrics, "evaluation": report,
-            "train_time_s": run.elapsed_s, "device": str(run.device), "stopped": stopped}
+            "train_time_s": run.elapsed_s, "device": run.device_label, "stopped": stopped}
 
 
 def train_and_save(cfg: TrainConfig, out: str | os.PathLike | None = None, dataset: Dataset | None = None,

@@ -83,17 +83,27 @@ def cnn_examples() -> nn.Module:
     )
 
 
-def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+def _block(c_in: int, c_out: int, depth: int = 1) -> list[nn.Module]:
+    """Conv, max-pool, BatchNorm, ReLU; then depth-1 more conv-BN-ReLU layers on the pooled map."""
+    # Pooling before BatchNorm and ReLU (as cifar10-airbench orders its blocks) runs them on a quarter of the
+    # pixels: training went 1.6× faster on CPU at the same accuracy.
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    layers = [conv, nn.MaxPool2d(2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    for _ in range(depth - 1):
+        layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return layers
 
 
-@register("cnn", "Compact fast CNN (default): 3 conv-BN-pool blocks 24/48/96, linear head")
+@register("cnn", "Compact fast CNN (default): 3 blocks of conv, max-pool, BatchNorm, ReLU (24/48/96), linear head")
 def cnn() -> nn.Module:
-    # Pool after every block so the wide layers run on 14×14 and 7×7 maps: that is where CPU time goes.
+    # Pool in every block so the wide layers run on 14×14 and 7×7 maps: that is where CPU time goes.
     # A flatten head beat global pooling on 1-epoch accuracy at the same speed.
-    return nn.Sequential(
-        *_conv_bn(1, 24), nn.MaxPool2d(2),
-        *_conv_bn(24, 48), nn.MaxPool2d(2),
-        *_conv_bn(48, 96), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(96 * 3 * 3, 10),
-    )
+    return nn.Sequential(*_block(1, 24), *_block(24, 48), *_block(48, 96), nn.Flatten(), nn.Linear(96 * 3 * 3, 10))
+
+
+@register("cnn-deep", "Deeper cnn: a second conv-BN-ReLU in blocks 2 and 3; its recipe: 99.7% in ~4 min on 2 cores")
+def cnn_deep() -> nn.Module:
+    # The extra layers run on 7×7 and 3×3 maps: 30 augmented epochs took 252 s against cnn's 197 s on 2 CPU cores,
+    # and 99.7% against 99.6%. One more in block 1 (on 14×14) took 292 s and was no more accurate.
+    return nn.Sequential(*_block(1, 24), *_block(24, 48, depth=2), *_block(48, 96, depth=2),
+                         nn.Flatten(), nn.Linear(96 * 3 * 3, 10))

@@ -12,6 +12,10 @@ EXPECTED_PARAMS = {  # worked out by hand from the layer sizes in the tutorials
     "mlp-128-64": (784 * 128 + 128) + (128 * 64 + 64) + (64 * 10 + 10),
     "mlp-392-196-98": (784 * 392 + 392) + (392 * 196 + 196) + (196 * 98 + 98) + (98 * 10 + 10),
     "cnn-examples": (32 * 9 + 32) + (64 * 32 * 9 + 64) + (9216 * 128 + 128) + (128 * 10 + 10),
+    # bias-free convolutions, each followed by a BatchNorm with weight and bias
+    "cnn": (24 * 9 + 48) + (48 * 24 * 9 + 96) + (96 * 48 * 9 + 192) + (864 * 10 + 10),
+    "cnn-deep": (24 * 9 + 48) + (48 * 24 * 9 + 96) + (48 * 48 * 9 + 96) + (96 * 48 * 9 + 192) + (96 * 96 * 9 + 192)
+    + (864 * 10 + 10),
 }
 
 

@@ -26,6 +26,8 @@ SMALL = dict(arch="logreg", subset=3000, epochs=2, device="cpu")
     (dict(optimizer="rmsprop"), "unknown optimizer"),
     (dict(device="tpu"), "device 'tpu' is not available"),
     (dict(subset=10**7), "larger than the dataset"),
+    (dict(clean_tail=1.5), "clean tail must be a fraction"),
+    (dict(clean_tail=float("nan")), "clean tail"),
 ])
 def test_bad_settings_are_refused_up_front(mnist, changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -61,6 +63,23 @@ def test_records_stream_and_model_learns(mnist):
     assert len(report["misclassified"]) == round(10_000 * (1 - report["accuracy"]))
     table = prediction_table(report["predicted"], mnist.test.labels.tolist())
     assert list(table.columns) == ["predicted", "true"] and len(table) == 10_000
+
+
+def test_clean_tail_trains_the_last_epochs_on_unwarped_images(mnist, monkeypatch):
+    import mnist_demo.train as train_module
+
+    warped = []
+
+    def counting_augment(x, generator=None):
+        warped.append(len(x))
+        return real_augment(x, generator)
+
+    real_augment = train_module.augment_batch
+    monkeypatch.setattr(train_module, "augment_batch", counting_augment)
+    run = TrainingRun(TrainConfig(**{**SMALL, "epochs": 4, "augment": True, "clean_tail": 0.5}), mnist)
+    per_epoch = [sum(warped) for r in run if r["kind"] == "epoch"]
+    n = len(run.splits()[0])
+    assert per_epoch == [n, 2 * n, 2 * n, 2 * n]  # int(4 × 0.5) = 2 clean epochs at the end
 
 
 def test_same_seed_same_result(mnist):
