@@ -32,7 +32,7 @@ from gradio_client import Client  # noqa: E402
 from mnist_demo.data import load_dataset  # noqa: E402
 
 CLIENTS, SECONDS, CYCLES = 20, 30, 20
-TRAIN = dict(arch="cnn", epochs=3)  # the default recipe, 3 epochs: ~35 s alone on 2 cores, so it outlasts the load
+TRAIN = dict(arch="cnn", epochs=6)  # the default recipe, 6 epochs: ~30 s alone on 2 cores, so it outlasts the load
 STROKE_S = 1.0  # a person drawing sends at most about one stroke a second
 
 
