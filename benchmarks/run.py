@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,7 @@ def to_markdown(res: dict) -> str:
 # On a GPU each step replays CUDA graphs (about 1.7 ms a step on an H100, whatever the batch up to 512), so the
 # fast GPU recipe takes fewer, larger steps.
 GPU_FAST = TrainConfig.for_arch("cnn", epochs=4, batch_size=512, lr=0.3, device="cuda")
-GPU_BEST = TrainConfig(**{**BEST.to_dict(), "device": "cuda"})
+GPU_BEST = replace(BEST, device="cuda")
 
 
 def main() -> None:
@@ -200,11 +201,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     ds = load_dataset("mnist")
-    cpu = dict(device="cpu")
     steps = {
         "peer": peer,
-        "fast": lambda: recipe(TrainConfig.for_arch("cnn", **cpu), ds),
-        "best": lambda: recipe(TrainConfig(**{**BEST.to_dict(), **cpu}), ds),
+        "fast": lambda: recipe(replace(FAST, device="cpu"), ds),
+        "best": lambda: recipe(replace(BEST, device="cpu"), ds),
         "archs": lambda: per_architecture(ds, "cpu"),
         "latency": lambda: classify_latency(ds),
         "app_start": app_start,

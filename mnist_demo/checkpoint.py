@@ -126,8 +126,10 @@ def load_bytes(blob: bytes, source: str = "checkpoint") -> Checkpoint:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0:3]
-        raise CheckpointError(f"{source}: weights do not fit architecture {arch!r}: {' '.join(first)}") from None
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 160 else detail[:160] + "…"
+        raise CheckpointError(f"{source}: weights do not fit architecture {arch!r} (saved by an older version of "
+                              f"it? then retrain it): {detail}") from None
     return Checkpoint(model.eval(), meta)
 
 
