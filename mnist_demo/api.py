@@ -79,10 +79,10 @@ def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> d
 
 
 def train_and_save(cfg: TrainConfig, out: str | os.PathLike | None = None, dataset: Dataset | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+                   should_stop: Callable[[], bool] | None = None, adapt_threads: bool = False) -> Iterator[dict]:
     """Yield the training records, then one 'saved' record. Stopping (should_stop, or closing the generator)
     keeps the best model so far; divergence raises TrainingDiverged and saves nothing."""
-    run = TrainingRun(cfg, dataset)
+    run = TrainingRun(cfg, dataset, adapt_threads=adapt_threads)
     stopped = False
     try:
         for record in run:

@@ -6,7 +6,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -180,6 +180,50 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
 
 
+class ThreadGovernor:
+    """Switches CPU training between all intra-op threads and one, whichever is faster at the moment.
+
+    When other processes keep the cores busy (the app's server answering requests), an OpenMP thread that loses its
+    core stalls its siblings at the end of every op: with 20 clients classifying back to back on 2 cores, two
+    threads trained ~8× slower than alone and one thread ~3× slower, while alone two threads are ~1.6× faster than
+    one. So: all threads while windows of steps run near the best speed seen, one thread after a window below
+    `drop` of it, and all threads again for a trial window every `retry_s`.
+    """
+
+    def __init__(self, window_s: float = 0.5, retry_s: float = 5.0, drop: float = 0.6,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.full = torch.get_num_threads()
+        self.window_s, self.retry_s, self.drop, self.clock = window_s, retry_s, drop, clock
+        self.best = 0.0  # images/s with all threads
+        self.switched = clock()
+        self.restart()
+
+    def restart(self) -> None:
+        """Open a new window: called where steps resume after other work (validation, warping an epoch)."""
+        self.started, self.images = self.clock(), 0
+
+    def step(self, images: int) -> None:
+        self.images += images
+        now = self.clock()
+        if now - self.started < self.window_s:
+            return
+        rate = self.images / (now - self.started)
+        if torch.get_num_threads() == self.full:
+            self.best = max(self.best, rate)
+            if rate < self.drop * self.best:
+                self._use(1, now)
+        elif now - self.switched >= self.retry_s:
+            self._use(self.full, now)
+        self.restart()
+
+    def _use(self, threads: int, now: float) -> None:
+        torch.set_num_threads(threads)
+        self.switched = now
+
+    def close(self) -> None:
+        torch.set_num_threads(self.full)
+
+
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     params, wd = model.parameters(), cfg.weight_decay
     if cfg.optimizer == "sgd":
@@ -209,6 +253,9 @@ class TrainingRun:
     record_interval_s: float = 0.25  # step records at most this often, ...
     records_per_epoch: int = 50  # ... but at least this many per epoch, so fast runs still draw a curve
     history: list[dict] = field(default_factory=list)
+    # Let a ThreadGovernor pick the CPU thread count, as the app's training process does. Off by default: a thread
+    # count that follows the machine's load changes float sums, and the same seed should give the same model.
+    adapt_threads: bool = False
     device: torch.device = field(init=False)
     model: nn.Module = field(init=False)
     bf16: bool = field(init=False)
@@ -239,6 +286,15 @@ class TrainingRun:
         return train_val_split(pool, cfg.val_fraction, cfg.subset, cfg.seed)
 
     def __iter__(self) -> Iterator[dict]:
+        adapt = self.adapt_threads and self.device.type == "cpu" and torch.get_num_threads() > 1
+        governor = ThreadGovernor() if adapt else None
+        try:
+            yield from self._train(governor)
+        finally:
+            if governor:
+                governor.close()
+
+    def _train(self, governor: ThreadGovernor | None) -> Iterator[dict]:
         cfg, dev, model = self.cfg, self.device, self.model
         train_split, val_split = self.splits()
         norm = self.dataset.normalisation
@@ -268,6 +324,8 @@ class TrainingRun:
             if epoch <= warped_epochs:
                 x_epoch = torch.cat([augment_batch(chunk, g) for chunk in x_epoch.split(AUGMENT_CHUNK)])
             seen = 0
+            if governor:
+                governor.restart()
             loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
             for i in range(steps_per_epoch):
                 xb, yb = x_epoch[i * bs:(i + 1) * bs], y_epoch[i * bs:(i + 1) * bs]
@@ -281,6 +339,8 @@ class TrainingRun:
                     sched.step()
                 step += 1
                 self.steps_done = step
+                if governor:
+                    governor.step(len(yb))
                 loss_sum += loss.detach() * len(yb)
                 correct += (logits.argmax(1) == yb).sum()
                 seen += len(yb)

@@ -57,7 +57,8 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
     while (job := jobs.get()) is not None:
         stop.clear()
         try:
-            for record in api.train_and_save(TrainConfig(**job["config"]), out=job["out"], should_stop=stop.is_set):
+            for record in api.train_and_save(TrainConfig(**job["config"]), out=job["out"], should_stop=stop.is_set,
+                                             adapt_threads=True):
                 send(record)
             send({"kind": "end"})
         except Exception as exc:  # reported to the one run that caused it; the process serves the next job
@@ -121,7 +122,8 @@ class Worker:
 
 if __name__ == "__main__":
     # Requests first: at a lower priority, training yields a core the moment the server has work, so classification
-    # stays quick while a run goes on, and training loses only the CPU time the requests really use.
+    # stays quick while a run goes on. A busy server then starves one of training's threads now and then, which is
+    # why runs here adapt their thread count (train.ThreadGovernor).
     if hasattr(os, "nice"):
         os.nice(NICE)
     records = os.fdopen(os.dup(1), "w")

@@ -1,4 +1,4 @@
-"""The training generator: validation of settings, streaming records, stopping, divergence, determinism."""
+"""The training generator: validation of settings, streaming records, stopping, divergence, determinism, threads."""
 
 import math
 
@@ -7,7 +7,15 @@ import torch
 
 from mnist_demo.api import make_config, train_and_save
 from mnist_demo.checkpoint import load_checkpoint
-from mnist_demo.train import ConfigError, TrainConfig, TrainingDiverged, TrainingRun, evaluate, prediction_table
+from mnist_demo.train import (
+    ConfigError,
+    ThreadGovernor,
+    TrainConfig,
+    TrainingDiverged,
+    TrainingRun,
+    evaluate,
+    prediction_table,
+)
 
 SMALL = dict(arch="logreg", subset=3000, epochs=2, device="cpu")
 
@@ -131,3 +139,52 @@ def test_closing_the_generator_still_saves(mnist, tmp_path):
     next(r for r in gen if r["kind"] == "epoch")
     gen.close()
     assert load_checkpoint(out).meta["metrics"]["stopped_early"] is True
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_thread_governor_uses_one_thread_while_starved_and_retries_all(two_threads):
+    now = [0.0]
+    gov = ThreadGovernor(window_s=1.0, retry_s=3.0, drop=0.6, clock=lambda: now[0])
+    trace = []
+
+    def window(images: int, gap: float = 0.0) -> None:  # a second of steps, after `gap` seconds of other work
+        now[0] += gap
+        if gap:
+            gov.restart()
+        now[0] += 1.0
+        gov.step(images)
+        trace.append(torch.get_num_threads())
+
+    for images in (1000, 1000, 700):  # alone, then a dip that two threads still win
+        window(images)
+    window(1000, gap=30.0)  # a validation pass between epochs is not a slow window
+    assert trace == [2, 2, 2, 2]
+    window(300)  # starved: one thread
+    window(500)
+    window(500)
+    window(500)  # 3 s on one thread: try two again ...
+    window(200)  # ... still starved
+    window(500)
+    window(500)
+    window(500)  # try again: the load has gone
+    window(1000)
+    assert trace[4:] == [1, 1, 1, 2, 1, 1, 1, 2, 2]
+    torch.set_num_threads(1)
+    gov.close()
+    assert torch.get_num_threads() == 2
+
+
+def test_adaptive_run_restores_the_thread_count_when_stopped(mnist, two_threads, monkeypatch):
+    monkeypatch.setattr(ThreadGovernor, "step", lambda self, images: torch.set_num_threads(1))
+    run = iter(TrainingRun(TrainConfig(**SMALL), mnist, adapt_threads=True))
+    next(r for r in run if r["kind"] == "step")
+    assert torch.get_num_threads() == 1  # the governor is in charge during the run ...
+    run.close()
+    assert torch.get_num_threads() == 2  # ... and the process gets its threads back, even from a stopped run
