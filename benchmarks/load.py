@@ -1,8 +1,9 @@
-"""Load and reliability check of the app on loopback: concurrent classify, classify during training, queueing,
-and memory over repeated train-and-stop cycles. Bounded in time; writes benchmarks/results/load.{json,md}."""
+"""Load and reliability check of the app on loopback: concurrent classify and drawing, both during training,
+queueing, and memory over repeated train-and-stop cycles. Bounded in time; writes benchmarks/results/load.json."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -74,10 +75,10 @@ def _parent(proc_dir: Path) -> int | None:
 
 
 class HttpUser:
-    """One browser-like user of /classify over Gradio's plain HTTP API: upload the image, call, read the result.
+    """One browser-like user over Gradio's plain HTTP API: upload the images, call an endpoint, read the result.
 
     gradio_client spent ~86 ms of CPU per call on this 2-core machine (the server ~15 ms), so with 20 of them in
-    this process the load generator, not the server, was measured. This client costs ~4 ms per call and keeps one
+    this process the load generator, not the server, was measured. This client costs ~2-4 ms per call and keeps one
     session, as a browser tab does.
     """
 
@@ -85,10 +86,29 @@ class HttpUser:
         self.url, self.http, self.session = url, httpx.Client(timeout=60), uuid.uuid4().hex
 
     def classify(self, png: bytes) -> dict:
-        path = self.http.post(self.url + "gradio_api/upload", files={"files": ("digit.png", png, "image/png")})
-        data = [{"path": path.json()[0], "meta": {"_type": "gradio.FileData"}}, ""]
-        call = self.http.post(self.url + "gradio_api/call/classify", json={"data": data, "session_hash": self.session})
-        with self.http.stream("GET", f"{self.url}gradio_api/call/classify/{call.json()['event_id']}") as events:
+        """An API client: one image in, the Label's value out."""
+        (image,) = self._upload(png)
+        return self._call("classify", [image, ""])[0]
+
+    def draw(self, canvas: tuple[bytes, bytes, bytes]) -> dict:
+        """A Draw tab after a stroke: send the canvas (background, stroke layer, composite), get all five outputs,
+        fetch the two images it shows; the Label's value out."""
+        background, layer, composite = self._upload(*canvas)
+        value = {"background": background, "layers": [layer], "composite": composite, "id": None}
+        out = self._call("draw", [value, None])
+        for image in out[2:4]:
+            self.http.get(image["url"]).raise_for_status()
+        return out[0]
+
+    def _upload(self, *pngs: bytes) -> list[dict]:
+        files = [("files", (f"{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
+        paths = self.http.post(self.url + "gradio_api/upload", files=files).json()
+        return [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in paths]
+
+    def _call(self, endpoint: str, data: list) -> list:
+        api = f"{self.url}gradio_api/call/{endpoint}"
+        call = self.http.post(api, json={"data": data, "session_hash": self.session})
+        with self.http.stream("GET", f"{api}/{call.json()['event_id']}") as events:
             event = None
             for line in events.iter_lines():
                 if line.startswith("event:"):
@@ -97,13 +117,29 @@ class HttpUser:
                     out = json.loads(line[5:])
                     if event == "error":
                         raise RuntimeError(out)
-                    return out[0]
+                    return out
         raise RuntimeError("the event stream ended without a result")
 
 
-def hammer(users: list[HttpUser], png: bytes, seconds: float, pace_s: float = 0.0,
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def canvas_of(digit: np.ndarray) -> tuple[bytes, bytes, bytes]:
+    """A 280×280 Sketchpad value with `digit` drawn in black: white background, stroke layer, composite."""
+    ink = Image.fromarray(digit).resize((280, 280))
+    white = Image.new("RGBA", ink.size, (255, 255, 255, 255))
+    layer = Image.new("RGBA", ink.size, (0, 0, 0, 0))
+    layer.putalpha(ink)
+    return png_bytes(white), png_bytes(layer), png_bytes(Image.alpha_composite(white, layer))
+
+
+def hammer(users: list[HttpUser], request: Callable[[HttpUser, int], dict], seconds: float, pace_s: float = 0.0,
            until: Callable[[], bool] = lambda: False) -> dict:
-    """Every user classifies in a loop for `seconds` (or until `until()`); latencies in ms and the error count.
+    """Every user sends `request(user, i)` in a loop for `seconds` (or until `until()`); latencies in ms and the
+    errors: failed requests and answers other than the one user i got alone.
 
     pace_s 0: a new request as soon as the answer arrives. Otherwise each user starts a request every pace_s on
     average (0.5-1.5×, seeded), from a random start, as people drawing at their own rhythm would.
@@ -113,14 +149,16 @@ def hammer(users: list[HttpUser], png: bytes, seconds: float, pace_s: float = 0.
     errors: list[str] = []
     lock = threading.Lock()
 
-    def loop(user: HttpUser, seed: int) -> None:
-        rng = random.Random(seed)
+    expected = [request(user, i)["label"] for i, user in enumerate(users)]
+
+    def loop(user: HttpUser, i: int) -> None:
+        rng = random.Random(i)
         time.sleep(rng.uniform(0, pace_s))
         while time.monotonic() < stop_at and not until():
             t0 = time.perf_counter()
             try:
-                out = user.classify(png)
-                ok = out.get("label") == "7"
+                out = request(user, i)
+                ok = out.get("label") == expected[i]
             except Exception as exc:  # any failure counts; the point is to count them
                 ok, out = False, repr(exc)
             elapsed = time.perf_counter() - t0
@@ -147,20 +185,29 @@ def train_rate(summary: dict) -> float:
 def main() -> None:
     ds = load_dataset("mnist")
     tmp = Path(tempfile.mkdtemp(prefix="mnist-load-"))
-    image = tmp / "seven.png"
-    Image.fromarray(255 - ds.test.images[0].numpy()).resize((280, 280)).save(image)  # test image 0 is a 7
-    png = image.read_bytes()
+    # Each user draws a digit of its own: identical drawings would give identical output images, which Gradio
+    # caches under one file name and rewrites while another user may be downloading it.
+    digits = ds.test.images[:CLIENTS].numpy()
+    pngs = [png_bytes(Image.fromarray(255 - d).resize((280, 280))) for d in digits]
+    canvases = [canvas_of(d) for d in digits]
+    requests = {"classify": lambda user, i: user.classify(pngs[i]), "draw": lambda user, i: user.draw(canvases[i])}
     proc, url = start_server(tmp / "runs")
     res: dict = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     try:
         users = [HttpUser(url) for _ in range(CLIENTS)]
         print("== classify alone", flush=True)
-        res["classify"] = hammer(users, png, SECONDS)
+        res["classify"] = hammer(users, requests["classify"], SECONDS)
         print(res["classify"], flush=True)
+        print("== drawing alone", flush=True)
+        res["drawing"] = hammer(users, requests["draw"], SECONDS, STROKE_S)
+        print(res["drawing"], flush=True)
 
         trainer = Client(url, verbose=False, download_files=False)
         trainer.predict(arch="logreg", epochs=1, subset=2000, api_name="/train")  # the training process is ready
-        for name, pace in (("classify_during_training", 0.0), ("paced_classify_during_training", STROKE_S)):
+        loaded = (("classify_during_training", "classify", 0.0),
+                  ("paced_classify_during_training", "classify", STROKE_S),
+                  ("drawing_during_training", "draw", STROKE_S))
+        for name, endpoint, pace in loaded:
             print(f"== {name}", flush=True)
             # Solo speed just before each loaded run, so that drift of this shared machine cancels out.
             solo = train_rate(trainer.predict(**TRAIN, api_name="/train")[-1])
@@ -168,7 +215,7 @@ def main() -> None:
             while not any("epoch 1/" in (o[1] or "") for o in job.outputs()):  # the run is training
                 time.sleep(0.05)
             # The load runs until the training ends, so the speed kept is measured under load from start to end.
-            res[name] = hammer(users, png, LOADED_MAX_S, pace, until=job.done)
+            res[name] = hammer(users, requests[endpoint], LOADED_MAX_S, pace, until=job.done)
             res[name]["train_solo_images_per_s"] = round(solo)
             res[name]["train_speed_kept"] = round(train_rate(job.result()[-1]) / solo, 3)
             print(res[name], flush=True)

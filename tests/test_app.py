@@ -1,5 +1,6 @@
 """The web app through its API (gradio_client against a server on a free port): classify, train, stop, models."""
 
+import io
 import os
 import signal
 import struct
@@ -7,6 +8,7 @@ import time
 import zlib
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import handle_file
@@ -16,6 +18,7 @@ from PIL import Image, ImageDraw
 
 import app
 from mnist_demo.inference import Prediction
+from mnist_demo.preprocess import prepare
 
 # The first MNIST test digits (7, 2, 1, 0, 4) and a few more with other labels: every bundled model gets them right.
 DIGITS = [0, 1, 2, 3, 4, 8, 11, 18, 61]
@@ -73,6 +76,14 @@ def test_off_centre_sketch_layer_is_classified(client, mnist, tmp_path, index):
     assert seen and saliency  # the 28×28 model input and the saliency overlay are images
     assert len(compare["data"]) >= 2 and any(row[0].startswith("▶") and row[2] == label for row in compare["data"])
     assert client.predict(handle_file(str(layer)), api_name="/classify")["label"] == label
+
+
+def test_draw_shows_the_model_input_pixel_for_pixel(client, mnist, tmp_path):
+    layer = sketch_layer(mnist.test.images[3].numpy(), tmp_path / "layer.png")
+    _, _, seen, *_ = client.predict(sketch_value(layer), api_name="/draw")
+    shown = np.asarray(Image.open(io.BytesIO(httpx.get(seen["url"]).content)))
+    digit = prepare({"layers": [np.asarray(Image.open(layer))]}).digit
+    assert np.array_equal(shown, app.enlarge((digit * 255).round().astype(np.uint8)))  # a lossy format would blur it
 
 
 def test_blank_inputs_give_empty_results(client, tmp_path):
