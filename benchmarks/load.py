@@ -77,7 +77,7 @@ def _parent(proc_dir: Path) -> int | None:
 class HttpUser:
     """One browser-like user over Gradio's plain HTTP API: upload the images, call an endpoint, read the result.
 
-    gradio_client spent ~86 ms of CPU per call on this 2-core machine (the server ~15 ms), so with 20 of them in
+    gradio_client spent ~86 ms of CPU per call on this 2-core machine (the server ~11 ms), so with 20 of them in
     this process the load generator, not the server, was measured. This client costs ~2-4 ms per call and keeps one
     session, as a browser tab does.
     """
