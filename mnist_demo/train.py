@@ -146,8 +146,10 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> 
 
 
 # make_graphed_callables warms up on a side stream, so autograd notes a stream mismatch on every graphed run;
-# the resulting wait is cheap, and a user who did nothing about it should not see the warning.
+# the resulting wait is cheap. The graphed backward's first cuBLAS call also finds its thread without a CUDA context
+# and sets it. Neither is something a user did or can act on, so neither should print a warning.
 warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
+warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current CUDA context")
 
 
 class _Forward(nn.Module):
