@@ -308,9 +308,9 @@ def arch_description(arch: str) -> str:
     return f"*{info['description']}*" if info else ""
 
 
-def recipe(arch: str) -> tuple:
-    """Switching architecture loads its tuned recipe, so the defaults always train well."""
-    cfg = TrainConfig.for_arch(arch)
+def recipe(arch: str, device: str = "auto") -> tuple:
+    """Switching architecture or device loads the tuned recipe, so the defaults always train well."""
+    cfg = TrainConfig.for_arch(arch, device=device)
     return cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.augment, arch_description(arch)
 
 
@@ -876,8 +876,8 @@ def wire_train(demo: gr.Blocks, t: dict, d: dict, m: dict) -> None:
     buttons = [t["train"], t["overfit"]]
     t["dataset"].change(lambda ds: gr.File(visible=ds == "csv"), t["dataset"], t["csv"], api_visibility="private")
     recipe_fields = [t["optimizer"], t["lr"], t["batch"], t["epochs"], t["augment"], t["arch_info"]]
-    t["arch"].input(recipe, t["arch"], recipe_fields, api_visibility="private")
-    demo.load(recipe, t["arch"], recipe_fields, api_visibility="private")
+    for trigger in (t["arch"].input, t["device"].input, demo.load):
+        trigger(recipe, [t["arch"], t["device"]], recipe_fields, api_visibility="private")
     for button, fn in ((t["train"], train), (t["overfit"], sanity_check)):
         run = button.click(arm, None, [t["status"], *buttons], api_visibility="private").then(
             fn, settings, stream, concurrency_id="train", concurrency_limit=TRAIN_SLOTS, show_progress="minimal",

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,9 @@ from mnist_demo.models import create_model, list_models  # noqa: E402
 from mnist_demo.train import TrainConfig, TrainingRun, evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = TrainConfig.for_arch("cnn")  # the default recipe, exactly as the app and CLI run it
-BEST = TrainConfig.for_arch("cnn-deep")  # its recipe in mnist_demo/train.py
+# The recipes exactly as the app and CLI run them on each device (mnist_demo/train.py: RECIPES, CUDA_RECIPES).
+FAST, BEST = TrainConfig.for_arch("cnn", device="cpu"), TrainConfig.for_arch("cnn-deep", device="cpu")
+GPU_FAST, GPU_BEST = TrainConfig.for_arch("cnn", device="cuda"), TrainConfig.for_arch("cnn-deep", device="cuda")
 
 
 def machine() -> str:
@@ -188,13 +188,6 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# On a GPU each step replays CUDA graphs (about 2 ms a step on an H100, whatever the batch up to 512), so the GPU
-# recipes take fewer, larger steps. On an H100 the best recipe took 31 s at batch 128 (99.58%); at batch 512 and lr 0.2
-# its 50 epochs take ~13 s, and more epochs than the CPU's 30 keep every seed tried at 99.6% or above.
-GPU_FAST = TrainConfig.for_arch("cnn", epochs=4, batch_size=512, lr=0.3, device="cuda")
-GPU_BEST = replace(BEST, epochs=50, batch_size=512, lr=0.2, device="cuda")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", help="any of: peer fast best archs latency app_start train_endpoint "
@@ -204,8 +197,8 @@ def main() -> None:
     ds = load_dataset("mnist")
     steps = {
         "peer": peer,
-        "fast": lambda: recipe(replace(FAST, device="cpu"), ds),
-        "best": lambda: recipe(replace(BEST, device="cpu"), ds),
+        "fast": lambda: recipe(FAST, ds),
+        "best": lambda: recipe(BEST, ds),
         "archs": lambda: per_architecture(ds, "cpu"),
         "latency": lambda: classify_latency(ds),
         "app_start": app_start,

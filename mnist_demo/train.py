@@ -56,10 +56,13 @@ class TrainConfig:
 
     @classmethod
     def for_arch(cls, arch: str = "cnn", **overrides) -> TrainConfig:
-        """The tuned recipe for an architecture, with any overrides applied (None values ignored)."""
+        """The tuned recipe for an architecture on the device it will train on, with any overrides applied (None
+        values ignored)."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
         base = dict(RECIPES.get(arch, {}), arch=arch)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
+        if on_cuda(overrides.get("device", cls.device)):
+            base.update(CUDA_RECIPES.get(arch, {}))
+        return cls(**{**base, **overrides})
 
 
 # Per-architecture hyperparameters, tuned on MNIST's 50k/10k split; every other field keeps the defaults above.
@@ -75,6 +78,18 @@ RECIPES: dict[str, dict] = {
     # of which the last 3 see unwarped images, like the test set.
     "cnn-deep": dict(epochs=30, batch_size=128, augment=True, clean_tail=0.1, val_fraction=1 / 60),
 }
+# On a CUDA GPU a step costs about the same at batch 128 and 512 (~2 ms on an H100, mostly the graphs' replay), so
+# the CNNs take fewer, larger steps there: `cnn` ~99.2% in 0.8 s, `cnn-deep` ~99.7% in ~12 s (its CPU recipe took
+# 31 s for 99.58%). These replace the fields they name in the recipes above.
+CUDA_RECIPES: dict[str, dict] = {
+    "cnn": dict(epochs=4, batch_size=512, lr=0.3),
+    "cnn-deep": dict(epochs=50, batch_size=512, lr=0.2),
+}
+
+
+def on_cuda(device: str) -> bool:
+    """Whether a device setting means a CUDA GPU; without checking that it exists (validate does that)."""
+    return str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
 def available_devices() -> list[str]:

@@ -274,6 +274,12 @@ def test_each_physical_device_gets_one_trainer(monkeypatch):
     assert app.device_key("cpu") == "cpu"
 
 
+def test_the_train_tab_fills_in_the_recipe_of_the_chosen_device():
+    optimizer, lr, batch, epochs, augment, _ = app.recipe("cnn", "cuda")
+    assert (lr, batch, epochs) == (0.3, 512, 4)
+    assert app.recipe("cnn", "cpu")[1:4] == (0.05, 64, 1)
+
+
 def test_a_crashed_training_process_fails_only_that_run(client, mnist, tmp_path):
     # The worst fault a training step can have: its process dies (out of memory, a segfault). Simulated with SIGKILL.
     job = client.submit(arch="cnn", epochs=3, api_name="/train")

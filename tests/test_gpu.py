@@ -23,7 +23,8 @@ def test_augmentation_runs_on_the_gpu():
 
 
 def test_cuda_training_learns_with_data_resident_on_gpu(mnist):
-    run = TrainingRun(TrainConfig.for_arch("cnn", device="cuda", subset=6000, epochs=2, augment=True), mnist)
+    run = TrainingRun(TrainConfig.for_arch("cnn", device="cuda", subset=6000, epochs=2, batch_size=128,
+                                         augment=True), mnist)
     records = list(run)
     assert next(run.model.parameters()).device.type == "cuda"
     assert records[-2]["kind"] == "epoch" and records[-2]["val_acc"] > 0.9
@@ -41,7 +42,7 @@ def test_gpu_checkpoint_serves_on_cpu(mnist, tmp_path):
 def test_the_apps_training_process_trains_on_the_gpu(tmp_path):
     from mnist_demo.worker import Worker
 
-    cfg = TrainConfig.for_arch("cnn", device="cuda", subset=6000, epochs=2)
+    cfg = TrainConfig.for_arch("cnn", device="cuda", subset=6000, epochs=2, batch_size=128)
     saved = list(Worker().train(cfg, out=tmp_path / "w.safetensors"))[-1]
     assert saved["kind"] == "saved" and saved["device"].startswith("cuda")
     assert saved["metrics"]["test_accuracy"] > 0.9

@@ -48,6 +48,16 @@ def test_cuda_without_gpu_is_refused(mnist):
         TrainingRun(TrainConfig(**{**SMALL, "device": "cuda"}), mnist)
 
 
+def test_cuda_recipes_apply_on_cuda_only(monkeypatch):
+    cpu, gpu = TrainConfig.for_arch("cnn-deep", device="cpu"), TrainConfig.for_arch("cnn-deep", device="cuda:0")
+    assert (cpu.batch_size, cpu.epochs, gpu.batch_size, gpu.epochs) == (128, 30, 512, 50)
+    assert gpu.augment and gpu.clean_tail == cpu.clean_tail  # the fields CUDA_RECIPES names change, the rest stay
+    assert TrainConfig.for_arch("cnn", device="cuda", batch_size=64).batch_size == 64  # a person's choice wins
+    assert TrainConfig.for_arch("logreg", device="cuda").batch_size == TrainConfig.for_arch("logreg").batch_size
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert TrainConfig.for_arch("cnn").batch_size == 512  # "auto" trains on the GPU, so it gets the GPU recipe
+
+
 def test_make_config_coerces_ui_values():
     cfg = make_config(arch="mlp-128-64", epochs=3.0, lr=None)
     assert cfg.epochs == 3 and cfg.optimizer == "adam"  # the mlp recipe
