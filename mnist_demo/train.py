@@ -89,7 +89,7 @@ CUDA_RECIPES: dict[str, dict] = {
 
 def on_cuda(device: str) -> bool:
     """Whether a device setting means a CUDA GPU; without checking that it exists (validate does that)."""
-    return str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return str(device).startswith("cuda") or (device == "auto" and resolve_device("auto").type == "cuda")
 
 
 def available_devices() -> list[str]:
