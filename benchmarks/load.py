@@ -33,7 +33,7 @@ from gradio_client import Client  # noqa: E402
 from mnist_demo.data import load_dataset  # noqa: E402
 
 CLIENTS, SECONDS, CYCLES = 20, 30, 20
-TRAIN = dict(arch="cnn", epochs=2)  # the default recipe, 2 epochs: ~12 s alone on 2 cores
+TRAIN = dict(arch="cnn", epochs=2, device="cpu")  # the default recipe, 2 epochs: ~12 s alone on 2 cores
 LOADED_MAX_S = 600  # the load lasts as long as the training under it, up to this
 STROKE_S = 1.0  # a person drawing sends at most about one stroke a second
 
@@ -182,6 +182,56 @@ def train_rate(summary: dict) -> float:
     return 50_000 * summary["epochs_completed"] / summary["train_time_s"]
 
 
+def under_training(users: list, requests: dict, trainer) -> dict:
+    """Each load scenario while a training runs, with the training's speed kept against its solo speed."""
+    res = {}
+    trainer.predict(arch="logreg", epochs=1, subset=2000, api_name="/train")  # the training process is ready
+    loaded = (("classify_during_training", "classify", 0.0),
+              ("paced_classify_during_training", "classify", STROKE_S),
+              ("drawing_during_training", "draw", STROKE_S))
+    for name, endpoint, pace in loaded:
+        print(f"== {name}", flush=True)
+        # Solo speed just before each loaded run, so that drift of this shared machine cancels out.
+        solo = train_rate(trainer.predict(**TRAIN, api_name="/train")[-1])
+        job = trainer.submit(**TRAIN, api_name="/train")
+        while not any("epoch 1/" in (o[1] or "") for o in job.outputs()):  # the run is training
+            time.sleep(0.05)
+        # The load runs until the training ends, so the speed kept is measured under load from start to end.
+        res[name] = hammer(users, requests[endpoint], LOADED_MAX_S, pace, until=job.done)
+        res[name]["train_solo_images_per_s"] = round(solo)
+        res[name]["train_speed_kept"] = round(train_rate(job.result()[-1]) / solo, 3)
+        print(res[name], flush=True)
+    return res
+
+
+def two_trainings(a, b) -> dict:
+    """Two clients start training at once: one runs, the other waits in the queue; each gets its own model."""
+    ja = a.submit(arch="cnn", epochs=1, device="cpu", api_name="/train")
+    jb = b.submit(arch="logreg", epochs=5, device="cpu", api_name="/train")  # both > 5 s, whichever runs first
+    time.sleep(1.0)
+    states = sorted([ja.status().code.name, jb.status().code.name])
+    sa, sb = ja.result()[-1], jb.result()[-1]
+    return {"states_while_first_runs": states, "checkpoints": [sa["checkpoint"], sb["checkpoint"]],
+            "archs_match": sa["model"].startswith("cnn") and sb["model"].startswith("logreg")}
+
+
+def stop_cycles(client, pid: int) -> dict:
+    """Train-and-stop, CYCLES times: how long Stop takes to the final result, and whether memory stays flat."""
+    before = rss_mb(pid)
+    stop_times = []
+    for _ in range(CYCLES):
+        job = client.submit(arch="cnn", epochs=3, device="cpu", api_name="/train")
+        while not any("epoch 1/" in (o[1] or "") for o in job.outputs()):
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        client.predict(api_name="/stop")
+        job.result()
+        stop_times.append(time.monotonic() - t0)
+    return {"cycles": CYCLES, "rss_before_mb": round(before), "rss_after_mb": round(rss_mb(pid)),
+            "stop_to_result_s_max": round(max(stop_times), 2),
+            "stop_to_result_s_median": round(float(np.median(stop_times)), 2)}
+
+
 def main() -> None:
     ds = load_dataset("mnist")
     tmp = Path(tempfile.mkdtemp(prefix="mnist-load-"))
@@ -195,58 +245,17 @@ def main() -> None:
     res: dict = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     try:
         users = [HttpUser(url) for _ in range(CLIENTS)]
-        print("== classify alone", flush=True)
-        res["classify"] = hammer(users, requests["classify"], SECONDS)
-        print(res["classify"], flush=True)
-        print("== drawing alone", flush=True)
-        res["drawing"] = hammer(users, requests["draw"], SECONDS, STROKE_S)
-        print(res["drawing"], flush=True)
-
-        trainer = Client(url, verbose=False, download_files=False)
-        trainer.predict(arch="logreg", epochs=1, subset=2000, api_name="/train")  # the training process is ready
-        loaded = (("classify_during_training", "classify", 0.0),
-                  ("paced_classify_during_training", "classify", STROKE_S),
-                  ("drawing_during_training", "draw", STROKE_S))
-        for name, endpoint, pace in loaded:
-            print(f"== {name}", flush=True)
-            # Solo speed just before each loaded run, so that drift of this shared machine cancels out.
-            solo = train_rate(trainer.predict(**TRAIN, api_name="/train")[-1])
-            job = trainer.submit(**TRAIN, api_name="/train")
-            while not any("epoch 1/" in (o[1] or "") for o in job.outputs()):  # the run is training
-                time.sleep(0.05)
-            # The load runs until the training ends, so the speed kept is measured under load from start to end.
-            res[name] = hammer(users, requests[endpoint], LOADED_MAX_S, pace, until=job.done)
-            res[name]["train_solo_images_per_s"] = round(solo)
-            res[name]["train_speed_kept"] = round(train_rate(job.result()[-1]) / solo, 3)
+        for name, endpoint, pace in (("classify", "classify", 0.0), ("drawing", "draw", STROKE_S)):
+            print(f"== {name} alone", flush=True)
+            res[name] = hammer(users, requests[endpoint], SECONDS, pace)
             print(res[name], flush=True)
-
+        a, b = (Client(url, verbose=False, download_files=False) for _ in range(2))
+        res.update(under_training(users, requests, a))
         print("== two trainings at once", flush=True)
-        a, b = Client(url, verbose=False, download_files=False), Client(url, verbose=False, download_files=False)
-        ja = a.submit(arch="cnn", epochs=1, api_name="/train")
-        jb = b.submit(arch="logreg", epochs=5, api_name="/train")  # both take > 5 s, whichever the queue runs first
-        time.sleep(1.0)
-        states = sorted([ja.status().code.name, jb.status().code.name])
-        sa, sb = ja.result()[-1], jb.result()[-1]
-        res["two_trainings"] = {"states_while_first_runs": states,
-                                "checkpoints": [sa["checkpoint"], sb["checkpoint"]],
-                                "archs_match": sa["model"].startswith("cnn") and sb["model"].startswith("logreg")}
-        print(res["two_trainings"], flush=True)
-
+        res["two_trainings"] = two_trainings(a, b)
         print("== train-and-stop cycles", flush=True)
-        before = rss_mb(proc.pid)
-        stop_times = []
-        for _ in range(CYCLES):
-            job = a.submit(arch="cnn", epochs=3, api_name="/train")
-            while not any("epoch 1/" in (o[1] or "") for o in job.outputs()):
-                time.sleep(0.05)
-            t0 = time.monotonic()
-            a.predict(api_name="/stop")
-            job.result()
-            stop_times.append(time.monotonic() - t0)
-        res["stop_cycles"] = {"cycles": CYCLES, "rss_before_mb": round(before), "rss_after_mb": round(rss_mb(proc.pid)),
-                              "stop_to_result_s_max": round(max(stop_times), 2),
-                              "stop_to_result_s_median": round(float(np.median(stop_times)), 2)}
-        print(res["stop_cycles"], flush=True)
+        res["stop_cycles"] = stop_cycles(a, proc.pid)
+        print(res["two_trainings"], res["stop_cycles"], flush=True)
     finally:
         proc.terminate()
         proc.wait(10)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from . import api
-from .checkpoint import CheckpointError
-from .data import DATA_ENV, DataError
+from .data import DATA_ENV
+from .errors import UserError
 from .preprocess import ImageError
-from .train import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, TrainingDiverged
-
-USER_ERRORS = (CheckpointError, ConfigError, DataError, ImageError, TrainingDiverged, FileNotFoundError)
+from .train import OPTIMIZERS, SCHEDULES, TrainConfig
 
 
 def _cmd_list(args) -> None:
@@ -103,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overfit", type=int, help="sanity check: train on the first N samples only")
     s.add_argument("--augment", action="store_true", default=None)
     s.add_argument("--clean-tail", type=float, help="with --augment, the last fraction of epochs trains unwarped")
-    s.add_argument("--out", help="checkpoint path (default: checkpoints/<arch>-<time>.safetensors)")
+    s.add_argument("--out", help="checkpoint path (default: runs/<arch>-<dataset>-<time>.safetensors)")
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint on a test set")
@@ -123,12 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data_dir:
-        import os
-
         os.environ[DATA_ENV] = str(Path(args.data_dir))
     try:
         args.func(args)
-    except USER_ERRORS as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -54,6 +54,29 @@ def make_config(**overrides) -> TrainConfig:
     return TrainConfig.for_arch(values.pop("arch", "cnn"), **values)
 
 
+# The notebook's debugging advice: a model that cannot memorise a few images has a bug or a bad learning rate.
+SANITY_CHECK = dict(overfit=64, epochs=30, batch_size=16, augment=False)  # 4 steps × 30 epochs memorise 64 images
+
+
+def make_sanity_config(**settings) -> TrainConfig:
+    """The sanity check's config: the person's model and optimizer settings on SANITY_CHECK's few images."""
+    settings.pop("subset", None)
+    return make_config(**{**settings, **SANITY_CHECK})
+
+
+def run_config(settings: dict, sanity: bool = False) -> TrainConfig:
+    """The config for /train's (or /sanity_check's) settings: dataset "csv" means the file in `csv_file`, a subset
+    of 0 means all images, None means the recipe's value."""
+    settings = dict(settings)
+    csv_file = settings.pop("csv_file", None)
+    if settings.get("dataset") == "csv":
+        if not csv_file:
+            raise ConfigError("Choose a CSV file first (columns: label, then 784 pixel values 0-255).")
+        settings["dataset"] = str(csv_file)
+    settings["subset"] = settings.get("subset") or None
+    return make_sanity_config(**settings) if sanity else make_config(**settings)
+
+
 def checkpoint_path(cfg: TrainConfig) -> Path:
     """Where a new run's checkpoint goes by default: runs/<arch>-<dataset>-<time>.safetensors."""
     return runs_dir() / f"{cfg.arch}-{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
@@ -74,7 +97,7 @@ def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> d
     save_checkpoint(model, path, arch=cfg.arch, dataset=dataset, normalisation=ds.normalisation,
                     classes=ds.classes, config=cfg.to_dict(), metrics=metrics, train_time_s=run.elapsed_s,
                     device=run.device_label)
-    return {"kind": "saved", "path": str(path), "metrics": metrics, "evaluation": report,
+    return {"kind": "saved", "path": str(path), "metrics": metrics, "evaluation": report, "classes": ds.classes,
             "train_time_s": run.elapsed_s, "device": run.device_label, "stopped": stopped}
 
 

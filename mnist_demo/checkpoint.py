@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import nn
 
+from .errors import UserError
 from .models import count_params, create_model, model_names
 
 FORMAT = "mnist_demo/1"
@@ -24,7 +25,7 @@ MAX_BYTES = 64 * 1024 * 1024  # the largest registry model is ~5 MB; anything fa
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, corrupt, foreign or does not fit its architecture."""
 
 
@@ -133,14 +134,19 @@ def load_bytes(blob: bytes, source: str = "checkpoint") -> Checkpoint:
     return Checkpoint(model.eval(), meta)
 
 
+def require_safetensors(name: str) -> None:
+    """Refuse any other file type before reading a byte of it."""
+    if not name.endswith(".safetensors"):
+        raise CheckpointError(f"{name}: only .safetensors checkpoints are accepted "
+                              "(pickle-based .pt/.pth files can run code when loaded)")
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a .safetensors checkpoint written by save_checkpoint; any problem raises CheckpointError."""
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path.name}: only .safetensors checkpoints are accepted "
-                              "(pickle-based .pt/.pth files can run code when loaded)")
+    require_safetensors(path.name)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path.name}")
     if path.stat().st_size > MAX_BYTES:
         raise CheckpointError(f"{path.name}: {path.stat().st_size / 2**20:.0f} MB is over the "
                               f"{MAX_BYTES // 2**20} MB limit")

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
+
 # Per-dataset pixel mean and std of the training images (pixels scaled to [0, 1]).
 NORMALISATION: dict[str, tuple[float, float]] = {
     "mnist": (0.1307, 0.3081),
@@ -25,6 +27,7 @@ CLASS_NAMES: dict[str, list[str]] = {
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
 DATASETS = tuple(NORMALISATION)
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 DATA_ENV = "MNIST_DEMO_DATA"
 # MD5 of the uncompressed IDX files as published with MNIST; what we write must match them exactly.
@@ -40,7 +43,7 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CSV_MAX_BYTES = 200 * 1024 * 1024
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset is missing or malformed; the message says what to do."""
 
 
@@ -160,6 +163,16 @@ def _download(root: Path, cls_name: str, hint: str) -> Path:
 def fashion_available(root: str | os.PathLike | None = None) -> bool:
     """True when Fashion-MNIST can be loaded without a network."""
     return _have(data_dir(root) / "FashionMNIST" / "raw", MNIST_MD5) or FASHION_SYSTEM_DIR.is_dir()
+
+
+def offline_datasets() -> list[str]:
+    """The named datasets this machine can load without a network (Fashion-MNIST only where its files are)."""
+    return [name for name in DATASETS if name != "fashion-mnist" or fashion_available()]
+
+
+def dataset_title(dataset: str) -> str:
+    """'MNIST', 'Fashion-MNIST', or a CSV file's name."""
+    return TITLES.get(dataset, Path(dataset).name)
 
 
 def _torchvision_split(cls_name: str, root: Path, train: bool) -> Split:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BLANK_CANVAS, UserError
 
 BOX = 20  # MNIST fits each digit into a 20×20 box ...
 SIZE = 28  # ... and centres it by centre of mass in a 28×28 field
 INK_THRESHOLD = 0.15  # ink below this (0..1) is paper noise, not stroke
 MAX_SIDE = 1024  # larger inputs are shrunk first, so memory stays bounded
 MAX_PIXELS = 120_000_000  # beyond this we refuse rather than decode
+TOO_LARGE = f"the image is too large; the limit is {MAX_PIXELS // 1_000_000} megapixels"
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """The input cannot be read as an image; the message says why."""
 
 
@@ -38,11 +42,17 @@ def _open(path: str | os.PathLike) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
         if img.width * img.height > MAX_PIXELS:
-            raise ImageError(f"image is {img.width}×{img.height}; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+            raise Image.DecompressionBombError(f"{img.width}×{img.height}")
         img.draft("L", (MAX_SIDE, MAX_SIDE))  # JPEGs decode straight to a small size
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    except FileNotFoundError:
+        raise ImageError(f"no such file: {Path(path).name}") from None
+    except UnidentifiedImageError:
+        raise ImageError("this file is not an image that can be read; try a PNG or JPEG") from None
+    except Image.DecompressionBombError:
+        raise ImageError(TOO_LARGE) from None
+    except (OSError, SyntaxError):
+        raise ImageError("the image file is damaged or incomplete") from None
     return img
 
 
@@ -137,7 +147,7 @@ def centre_of_mass(arr: np.ndarray) -> tuple[float, float]:
 def mnist_digit(ink: np.ndarray) -> Prepared:
     """Crop to the ink, fit the longer side into 20 px keeping aspect, centre by centre of mass in 28×28."""
     if ink.size == 0 or ink.max(initial=0) < INK_THRESHOLD:
-        return Prepared(None, "The canvas is blank: draw a digit.")
+        return Prepared(None, BLANK_CANVAS)
     ink = np.where(ink >= INK_THRESHOLD, ink, 0).astype(np.float32)
     ys, xs = np.nonzero(ink)
     crop = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
@@ -158,8 +168,8 @@ def mnist_digit(ink: np.ndarray) -> Prepared:
 def prepare(source) -> Prepared:
     """The one entry point: a sketchpad dict, PIL image, numpy array or file path → Prepared."""
     if source is None:
-        return Prepared(None, "The canvas is blank: draw a digit.")
+        return Prepared(None, BLANK_CANVAS)
     if isinstance(source, dict):
         ink = _ink_from_sketch(source)
-        return Prepared(None, "The canvas is blank: draw a digit.") if ink is None else mnist_digit(ink)
+        return Prepared(None, BLANK_CANVAS) if ink is None else mnist_digit(ink)
     return mnist_digit(ink_map(_to_image(source)))

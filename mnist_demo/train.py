@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,20 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, Split, load_dataset, to_float, train_val_split
+from .errors import UserError
 from .models import create_model, model_names
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adadelta")
 SCHEDULES = ("none", "one-cycle", "step")
 MAX_EPOCHS = 100
 MAX_BATCH = 8192
+MISTAKES_KEPT = 40  # the most confident test mistakes a report carries, images included
 AUGMENT_CHUNK = 4096  # images warped at once: bounds the sampling grid's memory (~25 MB)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A training setting a person typed is out of range; the message says which and why."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
@@ -194,7 +197,10 @@ def native_bf16(device: torch.device) -> bool:
     emulated and slow. On a GPU, float32 convolutions already use TF32 tensor cores, and bf16 did not pay for these
     small models: `cnn`'s first convolution's weight gradient ran 3.5× slower in bf16 (H100, batch 512).
     """
-    return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
+    # oneDNN limited below AVX-512 bf16 (ONEDNN_MAX_CPU_ISA=AVX2, as on many laptops) would emulate bf16: keep it off.
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    isa_has_bf16 = isa == "ALL" or "BF16" in isa or "AMX" in isa
+    return device.type == "cpu" and isa_has_bf16 and torch.cpu._is_avx512_bf16_supported()
 
 
 class ThreadGovernor:
@@ -267,8 +273,8 @@ class TrainingRun:
 
     cfg: TrainConfig
     dataset: Dataset | None = None
-    record_interval_s: float = 0.25  # step records at most this often, ...
-    records_per_epoch: int = 50  # ... but at least this many per epoch, so fast runs still draw a curve
+    record_interval_s: float = 0.25  # a step record at least this often, ...
+    records_per_epoch: int = 50  # ... and at least this many per epoch, so fast runs still draw a curve
     history: list[dict] = field(default_factory=list)
     # Let a ThreadGovernor pick the CPU thread count, as the app's training process does. Off by default: a thread
     # count that follows the machine's load changes float sums, and the same seed should give the same model.
@@ -320,17 +326,12 @@ class TrainingRun:
         y_train = train_split.labels.to(dev)
         g = torch.Generator(device=dev).manual_seed(cfg.seed)
         n, bs = len(y_train), min(cfg.batch_size, len(y_train))
-        forward = cuda_graphed(model, x_train[:bs]) if dev.type == "cuda" else model
-        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
         steps_per_epoch = n // bs  # drop the ragged last batch: BatchNorm dislikes a batch of one
         opt = make_optimizer(cfg, model)
-        sched = make_schedule(cfg, opt, steps_per_epoch)
-        total = cfg.epochs * steps_per_epoch
-        step, start, last_sample, last_flush = 0, time.perf_counter(), 0.0, 0.0
-        every = max(1, steps_per_epoch // self.records_per_epoch)
-        # Step statistics stay on the device until a flush (at most every record_interval_s and at each epoch end):
-        # reading them back every step would make a GPU wait for each step before launching the next.
-        pending: list[tuple[dict, torch.Tensor]] = []
+        loop = _Loop(forward=cuda_graphed(model, x_train[:bs]) if dev.type == "cuda" else model, opt=opt,
+                     sched=make_schedule(cfg, opt, steps_per_epoch), batch=bs, steps_per_epoch=steps_per_epoch,
+                     log=_StepLog(cfg.epochs * steps_per_epoch, bs, max(1, steps_per_epoch // self.records_per_epoch),
+                                  self.record_interval_s), governor=governor)
         warped_epochs = cfg.epochs - int(cfg.epochs * cfg.clean_tail) if cfg.augment else 0
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -340,53 +341,56 @@ class TrainingRun:
             x_epoch, y_epoch = x_train[perm], y_train[perm]
             if epoch <= warped_epochs:
                 x_epoch = torch.cat([augment_batch(chunk, g) for chunk in x_epoch.split(AUGMENT_CHUNK)])
-            seen = 0
-            if governor:
-                governor.restart()
-            loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
-            for i in range(steps_per_epoch):
-                xb, yb = x_epoch[i * bs:(i + 1) * bs], y_epoch[i * bs:(i + 1) * bs]
-                with amp:
-                    logits = forward(xb).float()
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                step += 1
-                self.steps_done = step
-                if governor:
-                    governor.step(len(yb))
-                loss_sum += loss.detach() * len(yb)
-                correct += (logits.argmax(1) == yb).sum()
-                seen += len(yb)
-                now = time.perf_counter() - start
-                last = i == steps_per_epoch - 1
-                if now - last_sample >= self.record_interval_s or (i + 1) % every == 0 or last:
-                    last_sample = now
-                    rate = step * bs / now
-                    pending.append(({"kind": "step", "epoch": epoch, "step": step, "steps": total, "seen": seen,
-                                     "images_per_s": rate, "eta_s": (total - step) * bs / rate},
-                                    torch.stack([loss.detach(), loss_sum, correct])))
-                if pending and (now - last_flush >= self.record_interval_s or last):
-                    last_flush = now
-                    self.elapsed_s = now
-                    yield from _step_records(pending, cfg)
-                    pending = []
-            val = evaluate(model, val_split, norm, dev, details=False)
-            record = {"kind": "epoch", "epoch": epoch, "step": step, "steps": total,
-                      "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
-                      "val_loss": val["loss"], "val_acc": val["accuracy"], "elapsed_s": time.perf_counter() - start}
-            self.history.append(record)
-            if self._best is None or val["accuracy"] >= self._best[0]:
-                self._best = (val["accuracy"], {k: v.detach().clone() for k, v in model.state_dict().items()})
-            yield record
-        self.elapsed_s = time.perf_counter() - start
+            totals = yield from self._epoch(epoch, x_epoch, y_epoch, loop)
+            yield self._end_epoch(epoch, totals, val_split, loop.log)
+        self.elapsed_s = loop.log.elapsed()
         done = {"kind": "done", "epochs": len(self.history), "elapsed_s": self.elapsed_s}
         if cfg.overfit:  # the "validation" split is the same N images here, scored in eval mode
             done["overfit_passed"] = self.history[-1]["val_acc"] == 1.0
         yield done
+
+    def _epoch(self, epoch: int, x_epoch: torch.Tensor, y_epoch: torch.Tensor, loop: _Loop):
+        """One epoch's steps, yielding step records; returns (loss sum, correct, images seen) for the epoch."""
+        cfg, bs, log = self.cfg, loop.batch, loop.log
+        amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        if loop.governor:
+            loop.governor.restart()
+        loss_sum, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        seen = 0
+        for i in range(loop.steps_per_epoch):
+            xb, yb = x_epoch[i * bs:(i + 1) * bs], y_epoch[i * bs:(i + 1) * bs]
+            with amp:
+                logits = loop.forward(xb).float()
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            loop.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            loop.opt.step()
+            if loop.sched is not None:
+                loop.sched.step()
+            self.steps_done += 1
+            if loop.governor:
+                loop.governor.step(len(yb))
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
+            last = i == loop.steps_per_epoch - 1
+            now = log.after_step(self.steps_done, epoch, i, last, seen, loss, loss_sum, correct)
+            if log.flush_due(now, last):
+                self.elapsed_s = now
+                yield from _step_records(log.take(now), cfg)
+        return loss_sum, correct, seen
+
+    def _end_epoch(self, epoch: int, totals: tuple, val_split: Split, log: _StepLog) -> dict:
+        """Validate, keep the best weights so far, and make the epoch's record."""
+        loss_sum, correct, seen = totals
+        val = evaluate(self.model, val_split, self.dataset.normalisation, self.device, details=False)
+        record = {"kind": "epoch", "epoch": epoch, "step": self.steps_done, "steps": log.total,
+                  "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen,
+                  "val_loss": val["loss"], "val_acc": val["accuracy"], "elapsed_s": log.elapsed()}
+        self.history.append(record)
+        if self._best is None or val["accuracy"] >= self._best[0]:
+            self._best = (val["accuracy"], {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return record
 
     def best_model(self) -> nn.Module:
         """A copy of the model with the best validation weights so far (the current ones before any epoch ended)."""
@@ -398,6 +402,56 @@ class TrainingRun:
         return best.eval()
 
 
+@dataclass
+class _Loop:
+    """What every step of a run uses."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    opt: torch.optim.Optimizer
+    sched: object | None
+    batch: int
+    steps_per_epoch: int
+    log: _StepLog
+    governor: ThreadGovernor | None
+
+
+class _StepLog:
+    """Which steps become progress records, and when their statistics are read back from the device.
+
+    Statistics stay on the device until a flush (every `interval` seconds and at each epoch end): reading them back
+    every step would make a GPU wait for each step before launching the next.
+    """
+
+    def __init__(self, total: int, batch: int, every: int, interval: float) -> None:
+        self.total, self.batch, self.every, self.interval = total, batch, every, interval
+        self.start = time.perf_counter()
+        self.last_sample = self.last_flush = 0.0
+        self.pending: list[tuple[dict, torch.Tensor]] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def after_step(self, step: int, epoch: int, i: int, last: bool, seen: int, loss: torch.Tensor,
+                   loss_sum: torch.Tensor, correct: torch.Tensor) -> float:
+        """Sample this step as a record if one is due (by time, or every `every` steps, or the epoch's last)."""
+        now = self.elapsed()
+        if now - self.last_sample >= self.interval or (i + 1) % self.every == 0 or last:
+            self.last_sample = now
+            rate = step * self.batch / now
+            self.pending.append(({"kind": "step", "epoch": epoch, "step": step, "steps": self.total, "seen": seen,
+                                  "images_per_s": rate, "eta_s": (self.total - step) * self.batch / rate},
+                                 torch.stack([loss.detach(), loss_sum, correct])))
+        return now
+
+    def flush_due(self, now: float, last: bool) -> bool:
+        return bool(self.pending) and (now - self.last_flush >= self.interval or last)
+
+    def take(self, now: float) -> list[tuple[dict, torch.Tensor]]:
+        self.last_flush = now
+        pending, self.pending = self.pending, []
+        return pending
+
+
 def _step_records(pending: list[tuple[dict, torch.Tensor]], cfg: TrainConfig) -> Iterator[dict]:
     """Finish the sampled step records with their statistics, read back from the device in one transfer."""
     stats = torch.stack([t for _, t in pending]).tolist()
@@ -407,11 +461,6 @@ def _step_records(pending: list[tuple[dict, torch.Tensor]], cfg: TrainConfig) ->
             raise TrainingDiverged(f"training diverged at step {record['step']} (loss is {loss_sum / seen}); "
                                    f"try a lower learning rate than {cfg.lr:g}")
         yield {**record, "loss": loss, "train_loss": loss_sum / seen, "train_acc": correct / seen}
-
-
-def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Iterator[dict]:
-    """Shorthand: iterate the progress records of a new TrainingRun."""
-    return iter(TrainingRun(cfg, dataset))
 
 
 @torch.no_grad()
@@ -441,20 +490,15 @@ def evaluate(model: nn.Module, split: Split, normalisation: tuple[float, float],
         per_class = confusion.diag() / confusion.sum(1).clamp(min=1)
         wrong = torch.nonzero(pred != labels).flatten()
         conf = p[wrong, pred[wrong]]
+        worst = wrong[conf.argsort(descending=True)[:MISTAKES_KEPT]]
         out.update({
             "per_class_accuracy": [round(float(a), 6) for a in per_class],
             "confusion": confusion.tolist(),
-            "misclassified": [{"index": int(i), "true": int(labels[i]), "predicted": int(pred[i]),
-                               "confidence": float(c)} for i, c in zip(wrong, conf)],
+            "errors": len(wrong),
+            # The most confident mistakes travel with their images, so no one loads the dataset again to show them.
+            "mistakes": [{"index": int(i), "true": int(labels[i]), "predicted": int(pred[i]),
+                          "confidence": float(p[i, pred[i]]), "image": split.images[i].tolist()} for i in worst],
             "predicted": pred.tolist(),
+            "true": labels.tolist(),
         })
     return out
-
-
-def prediction_table(predicted: list[int], true: list[int]):
-    """The tutorial-004 table: one row per test image with predicted and true label."""
-    import pandas as pd
-
-    return pd.DataFrame({"predicted": predicted, "true": list(map(int, true))})
-
-

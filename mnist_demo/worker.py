@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,18 +18,16 @@ from pathlib import Path
 from queue import Queue
 
 from . import api
-from .checkpoint import CheckpointError
-from .data import DataError
-from .train import ConfigError, TrainConfig, TrainingDiverged
+from .errors import UserError, user_error_types
+from .train import TrainConfig
 
-# Errors a person can act on keep their type across the process boundary; anything else arrives as WorkerError.
-USER_ERRORS = {cls.__name__: cls for cls in (ConfigError, DataError, TrainingDiverged, CheckpointError)}
 STOP = "stop"
 NICE = 10
+log = logging.getLogger(__name__)
 
 
-class WorkerError(RuntimeError):
-    """The training process failed in a way the person who started the run cannot fix."""
+class WorkerError(UserError, RuntimeError):
+    """The training process failed; the person can only start again, and the message says so."""
 
 
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
@@ -96,14 +95,14 @@ class Worker:
                 if record["kind"] == "end":
                     return
                 if record["kind"] == "error":
-                    cls = USER_ERRORS.get(record["type"])
-                    raise cls(record["message"]) if cls else WorkerError(f"{record['type']}: {record['message']}")
+                    raise _as_exception(record)
                 yield record
                 if not stopping and should_stop is not None and should_stop():
                     self._stop(proc)
                     stopping = True
-            code = proc.wait()
-            raise WorkerError(f"the training process ended unexpectedly (exit code {code})")
+            log.error("training process ended with exit code %s", proc.wait())
+            raise WorkerError("the training process stopped unexpectedly (it may have run out of memory); "
+                              "this run is lost, and the next one starts a fresh process")
         except GeneratorExit:  # finish the run (it saves the best model so far) before the next job can start
             if not stopping:
                 self._stop(proc)
@@ -118,6 +117,16 @@ class Worker:
             proc.stdin.write(json.dumps(STOP) + "\n")
         except BrokenPipeError:  # already gone: the read loop reports how it ended
             pass
+
+
+def _as_exception(record: dict) -> Exception:
+    """Errors a person can act on keep their type across the pipe; anything else is logged and told plainly."""
+    cls = user_error_types().get(record["type"])
+    if cls is not None:
+        return cls(record["message"])
+    log.error("training failed in the training process: %s: %s", record["type"], record["message"])
+    return WorkerError("training failed because of an unexpected problem in the training process (the details "
+                       "are in the server's log); the next run starts normally")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,15 @@ def client(app_url):
     c = Client(app_url, verbose=False, download_files=False)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for every browser test (tests/ui.py says how it is started)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from ui import ARGS, CHROMIUM
+
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()

@@ -67,4 +67,4 @@ def test_predict_unreadable_image(tmp_path):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"nope")
     code, _, err = cli("predict", LOGREG, str(bad))
-    assert code == 1 and "not a readable image" in err
+    assert code == 1 and "not an image" in err

@@ -1,20 +1,24 @@
 """The training generator: validation of settings, streaming records, stopping, divergence, determinism, threads."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from mnist_demo.api import make_config, train_and_save
 from mnist_demo.checkpoint import load_checkpoint
+from mnist_demo.models import model_names
 from mnist_demo.train import (
+    CUDA_RECIPES,
+    MISTAKES_KEPT,
+    RECIPES,
     ConfigError,
     ThreadGovernor,
     TrainConfig,
     TrainingDiverged,
     TrainingRun,
     evaluate,
-    prediction_table,
 )
 
 SMALL = dict(arch="logreg", subset=3000, epochs=2, device="cpu")
@@ -48,14 +52,23 @@ def test_cuda_without_gpu_is_refused(mnist):
         TrainingRun(TrainConfig(**{**SMALL, "device": "cuda"}), mnist)
 
 
-def test_cuda_recipes_apply_on_cuda_only(monkeypatch):
-    cpu, gpu = TrainConfig.for_arch("cnn-deep", device="cpu"), TrainConfig.for_arch("cnn-deep", device="cuda:0")
-    assert (cpu.batch_size, cpu.epochs, gpu.batch_size, gpu.epochs) == (128, 30, 512, 50)
-    assert gpu.augment and gpu.clean_tail == cpu.clean_tail  # the fields CUDA_RECIPES names change, the rest stay
-    assert TrainConfig.for_arch("cnn", device="cuda", batch_size=64).batch_size == 64  # a person's choice wins
-    assert TrainConfig.for_arch("logreg", device="cuda").batch_size == TrainConfig.for_arch("logreg").batch_size
+@pytest.mark.parametrize("arch", list(CUDA_RECIPES))
+def test_cuda_recipes_apply_on_cuda_only(monkeypatch, arch):
+    cpu, gpu = TrainConfig.for_arch(arch, device="cpu"), TrainConfig.for_arch(arch, device="cuda:0")
+    for name, value in RECIPES[arch].items():  # the CPU recipe as written; on a GPU only the named fields change
+        assert getattr(cpu, name) == value
+        assert getattr(gpu, name) == CUDA_RECIPES[arch].get(name, value)
+    assert gpu != cpu
+    person = 1 + TrainConfig.for_arch(arch, device="cuda").batch_size
+    assert TrainConfig.for_arch(arch, device="cuda", batch_size=person).batch_size == person  # a person's choice wins
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert TrainConfig.for_arch("cnn").batch_size == 512  # "auto" trains on the GPU, so it gets the GPU recipe
+    assert TrainConfig.for_arch(arch) == replace(gpu, device="auto")  # "auto" means the GPU, so its recipe
+
+
+def test_architectures_without_a_gpu_recipe_train_the_same_everywhere():
+    for arch in set(model_names()) - set(CUDA_RECIPES):
+        gpu, cpu = TrainConfig.for_arch(arch, device="cuda"), TrainConfig.for_arch(arch, device="cpu")
+        assert replace(gpu, device="cpu") == cpu
 
 
 def test_make_config_coerces_ui_values():
@@ -78,9 +91,14 @@ def test_records_stream_and_model_learns(mnist):
     assert report["accuracy"] > 0.8
     assert len(report["per_class_accuracy"]) == 10
     assert sum(map(sum, report["confusion"])) == 10_000
-    assert len(report["misclassified"]) == round(10_000 * (1 - report["accuracy"]))
-    table = prediction_table(report["predicted"], mnist.test.labels.tolist())
-    assert list(table.columns) == ["predicted", "true"] and len(table) == 10_000
+    assert report["errors"] == round(10_000 * (1 - report["accuracy"]))
+    assert report["true"] == mnist.test.labels.tolist() and len(report["predicted"]) == 10_000
+    mistakes = report["mistakes"]
+    assert len(mistakes) == min(MISTAKES_KEPT, report["errors"])
+    assert [m["confidence"] for m in mistakes] == sorted((m["confidence"] for m in mistakes), reverse=True)
+    for m in mistakes:
+        assert m["true"] != m["predicted"] == report["predicted"][m["index"]]
+        assert m["image"] == mnist.test.images[m["index"]].tolist()
 
 
 def test_clean_tail_trains_the_last_epochs_on_unwarped_images(mnist, monkeypatch):

@@ -1,0 +1,195 @@
+"""What the app shows, as pure functions: arrays to images, predictions to words, results to tables and charts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .catalogue import ModelEntry
+from .errors import BLANK_CANVAS
+from .inference import Prediction
+
+ZOOM = 8  # the 28×28 model input is shown at 224×224, pixel-exact
+UNSURE_BELOW = 0.6  # top probability under this reads as "not sure"
+SMOOTHING_NOTE = ("Label smoothing {eps:g} is on: the training targets give the right class {right:.0%}, so the "
+                  "training loss cannot go below {floor:.2f}. The validation loss is plain cross-entropy.")
+
+
+def percent(p: float) -> str:
+    """One rounding for every probability the app prints, so the verdict and the comparison always agree."""
+    return f"{100 * p:.1f}%"
+
+
+def article(name: str) -> str:
+    """'an 8', 'an Ankle boot', 'a 7', 'a Bag'."""
+    return "an" if name[:1].lower() in "8aeiou" and name else "a"
+
+
+def enlarge(image: np.ndarray, zoom: int = ZOOM) -> np.ndarray:
+    """Nearest-neighbour upscale so every model pixel stays a crisp square."""
+    return np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
+
+
+def digit_image(digit: np.ndarray, zoom: int = ZOOM) -> np.ndarray:
+    """A [0, 1] float digit as the uint8 picture of exactly what the model saw."""
+    return enlarge((np.asarray(digit) * 255).round().astype(np.uint8), zoom)
+
+
+def saliency_overlay(digit: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """The digit in grey with the saliency map laid over it in a black-red-yellow 'hot' scale."""
+    grey = np.repeat(digit[..., None], 3, axis=2) * 0.6
+    s = np.clip(saliency, 0, 1)[..., None]
+    hot = np.concatenate([np.clip(3 * s, 0, 1), np.clip(3 * s - 1, 0, 1), np.clip(3 * s - 2, 0, 1)], axis=2)
+    alpha = np.clip(s * 1.5, 0, 0.9)
+    return enlarge((255 * ((1 - alpha) * grey + alpha * hot)).round().astype(np.uint8))
+
+
+def probabilities(probs: np.ndarray | None, classes: list[str]) -> dict[str, float] | None:
+    return None if probs is None else {name: float(p) for name, p in zip(classes, probs)}
+
+
+def verdict(probs: np.ndarray | None, classes: list[str], note: str = "") -> str:
+    """One line a learner reads first: the answer and how sure, or the two candidates when unsure."""
+    if probs is None:
+        return note or BLANK_CANVAS
+    order = np.argsort(probs)[::-1]
+    first, second = (classes[i] for i in order[:2])
+    p1, p2 = (float(probs[i]) for i in order[:2])
+    if p1 < UNSURE_BELOW:
+        text = f"🤔 Not sure: maybe **{first}** ({percent(p1)}), or **{second}** ({percent(p2)})."
+    else:
+        text = f"It's {article(first)} **{first}** ({percent(p1)} sure)."
+    return f"{text} {note}".strip()
+
+
+COMPARE_COLUMNS = ["model", "answer", "confidence", "architecture"]
+
+
+def comparison(answers: list[tuple[ModelEntry, Prediction | None]], selected: str) -> pd.DataFrame:
+    """Every model's answer to the same input, the selected one marked ▶."""
+    rows = []
+    for entry, pred in answers:
+        classes = entry.meta.get("classes") or [str(d) for d in range(10)]
+        answer = "unreadable" if pred is None else ("—" if pred.label is None else classes[pred.label])
+        confidence = percent(pred.confidence) if pred is not None and pred.label is not None else "—"
+        rows.append({"model": ("▶ " if entry.key == selected else "") + entry.key, "answer": answer,
+                     "confidence": confidence, "architecture": entry.arch})
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def smoothing_floor(eps: float, classes: int = 10) -> float:
+    """The lowest cross-entropy a model can reach against label-smoothed targets: their own entropy."""
+    right, other = 1 - eps + eps / classes, eps / classes
+    return float(-(right * np.log(right) + (classes - 1) * other * np.log(other))) if eps > 0 else 0.0
+
+
+def smoothing_note(eps: float, classes: int = 10) -> str:
+    if eps <= 0:
+        return ""
+    return SMOOTHING_NOTE.format(eps=eps, right=1 - eps + eps / classes, floor=smoothing_floor(eps, classes))
+
+
+def class_labels(classes: list[str]) -> list[str]:
+    """'3' for digits, '3 Dress' for named classes: the index keeps charts in class order and labels short."""
+    return [name if name == str(i) else f"{i} {name}" for i, name in enumerate(classes)]
+
+
+def per_class_errors(per_class_accuracy: list[float], classes: list[str]) -> pd.DataFrame:
+    """Accuracies of 97-100% all look full as bars, so the chart shows what is missing: the error rate."""
+    rows = [{"class": c, "error %": 100 * (1 - a)} for c, a in zip(class_labels(classes), per_class_accuracy)]
+    return pd.DataFrame(rows, columns=["class", "error %"]).astype({"class": "str", "error %": "float64"})
+
+
+def confusion_table(matrix: list[list[int]], classes: list[str]):
+    """A heatmap as a styled table: green diagonal (share of the class right), red mistakes (scaled to the worst),
+    each class's accuracy at the end of its row."""
+    m = np.asarray(matrix)
+    totals = np.maximum(m.sum(1), 1)
+    frame = pd.DataFrame(m, columns=[str(j) for j in range(len(classes))])
+    frame.insert(0, "true", class_labels(classes))
+    frame["acc."] = [percent(m[i, i] / totals[i]) for i in range(len(classes))]
+    worst = max(int((m - np.diag(np.diag(m))).max()), 1)
+
+    def shade(i: int, j: int) -> str:
+        alpha = m[i, j] / totals[i] if i == j else (m[i, j] / worst) ** 0.5 * 0.85
+        rgb = "22,163,74" if i == j else "220,38,38"
+        ink = "color: #fff;" if alpha > 0.55 else ""
+        return f"background-color: rgba({rgb},{alpha:.2f}); {ink}"
+
+    styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            styles.iat[i, j + 1] = shade(i, j)
+    return frame.style.apply(lambda _: styles, axis=None)
+
+
+def mistakes_gallery(mistakes: list[dict], classes: list[str]) -> list[tuple[np.ndarray, str]]:
+    """The most confident test mistakes, each captioned 'true → predicted · confidence'."""
+    return [(enlarge(np.asarray(m["image"], dtype=np.uint8), zoom=4),
+             f"{classes[m['true']]} → {classes[m['predicted']]} · {percent(m['confidence'])}") for m in mistakes]
+
+
+def prediction_table(predicted: list[int], true: list[int], classes: list[str]) -> pd.DataFrame:
+    """The tutorial-004 table: one row per test image with its true and predicted class."""
+    names = np.asarray(classes, dtype=object)
+    true_names, predicted_names = names[np.asarray(true)], names[np.asarray(predicted)]
+    return pd.DataFrame({"index": np.arange(len(true)), "true": true_names, "predicted": predicted_names,
+                         "correct": np.where(true_names == predicted_names, "✓", "✗")})
+
+
+def fmt_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+MODEL_COLUMNS = ["model", "architecture", "dataset", "parameters", "test accuracy", "training time", "device", "date"]
+
+
+def models_table(entries: list[ModelEntry]) -> pd.DataFrame:
+    """The Models tab: one row per checkpoint, short enough to fit a laptop screen without scrolling sideways."""
+    rows = []
+    for e in entries:
+        meta = e.meta
+        rows.append({
+            "model": e.key + (" (bundled)" if e.bundled else ""), "architecture": e.arch,
+            "dataset": str(meta.get("dataset", "")).rsplit("/", 1)[-1], "parameters": f"{meta.get('params', 0):,}",
+            "test accuracy": percent(e.accuracy) if e.accuracy is not None else "—",
+            "training time": fmt_seconds(meta["train_time_s"]) if meta.get("train_time_s") else "—",
+            "device": str(meta.get("device") or "—").split(",")[0], "date": str(meta.get("created", ""))[:10],
+        })
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def accuracy_svg(train: list[float], val: list[float], width: int = 340, height: int = 240) -> str:
+    """Per-epoch accuracy as a small SVG chart."""
+    # Hand-made because Gradio's LinePlot draws nothing for a one-point series, and one epoch is the common case.
+    left, right, top, bottom = 44, 12, 40, 26
+    n = len(train)
+    lowest = min([*train, *val], default=0.9)
+    tick_step = next(t for t in (0.01, 0.02, 0.05, 0.1, 0.2) if (1 - lowest) / t <= 5)
+    lo = max(0.0, np.floor(lowest / tick_step) * tick_step - (tick_step if lowest % tick_step < tick_step / 4 else 0))
+    px = lambda i: left + (i + 0.5) * (width - left - right) / max(n, 1)
+    py = lambda a: top + (1 - (a - lo) / (1 - lo)) * (height - top - bottom)
+    parts = [f'<svg id="acc-svg" viewBox="0 0 {width} {height}" width="100%" role="img" '
+             f'aria-label="accuracy per epoch" style="font:13px sans-serif;max-height:{height}px">',
+             f'<text x="{width / 2}" y="14" text-anchor="middle" font-weight="600" fill="currentColor">'
+             f'Accuracy per epoch</text>']
+    for tick in np.arange(lo, 1.0 + tick_step / 2, tick_step):
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" '
+                     f'stroke="currentColor" stroke-opacity="0.15"/><text x="{left - 6}" y="{py(tick) + 4:.1f}" '
+                     f'text-anchor="end" fill="currentColor">{tick:.0%}</text>')
+    step = max(1, n // 10)
+    parts += [f'<text x="{px(i):.1f}" y="{height - 10}" text-anchor="middle" fill="currentColor">{i + 1}</text>'
+              for i in range(0, n, step)]
+    if not n:
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="currentColor">'
+                     f'appears after the first epoch</text>')
+    for k, (name, values, colour) in enumerate((("train", train, "#4f46e5"), ("validation", val, "#c2410c"))):
+        points = " ".join(f"{px(i):.1f},{py(a):.1f}" for i, a in enumerate(values))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts += [f'<circle cx="{px(i):.1f}" cy="{py(a):.1f}" r="4" fill="{colour}"><title>{name} epoch {i + 1}: '
+                  f'{a:.2%}</title></circle>' for i, a in enumerate(values)]
+        label = f"{name} {values[-1]:.2%}" if values else name
+        parts.append(f'<circle cx="{left + 8 + 140 * k}" cy="28" r="4" fill="{colour}"/>'
+                     f'<text x="{left + 16 + 140 * k}" y="32" fill="currentColor">{label}</text>')
+    return "".join(parts) + "</svg>"

@@ -1,0 +1,139 @@
+"""The app's training service: one worker process per device, one run at a time on it, and each session's Stop."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from . import api
+from .data import dataset_title
+from .live_run import LiveRun
+from .train import TrainConfig, available_devices, resolve_device
+from .worker import Worker
+
+UI_INTERVAL_S = 0.5  # at most two streamed step updates a second: plenty for a curve, and each costs server CPU
+
+
+def device_key(name: str) -> str:
+    """The physical device a setting means ('auto' and 'cuda' included), so each one gets a single trainer."""
+    device = str(resolve_device(name))
+    return "cuda:0" if device == "cuda" else device
+
+
+class RunControl:
+    """A session's Stop flag; the training loop polls it after every progress record."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.running = False
+
+
+class Sessions:
+    """Each browser session's Stop flag: a Stop ends the run of the session that pressed it, and no other."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunControl] = {}
+        self._lock = threading.Lock()
+
+    def arm(self, session: str) -> None:
+        """Before a (queued) run: a fresh flag, so an old Stop cannot cancel it and a new Stop works while queued."""
+        with self._lock:
+            current = self._runs.get(session)
+            if current is None or not current.running:
+                self._runs[session] = RunControl()
+
+    def forget(self, session: str) -> None:
+        """Drop an armed flag whose run never started (its settings were refused), so Stop says 'nothing to stop'."""
+        with self._lock:
+            if session in self._runs and not self._runs[session].running:
+                del self._runs[session]
+
+    def stop(self, session: str) -> bool:
+        """Ask this session's run to stop; False when it has none."""
+        with self._lock:
+            control = self._runs.get(session)
+        if control is None:
+            return False
+        control.stop.set()
+        return True
+
+    @contextlib.contextmanager
+    def claim(self, session: str) -> Iterator[RunControl]:
+        """The session's flag for the length of one run; forgotten afterwards."""
+        with self._lock:
+            control = self._runs.setdefault(session, RunControl())
+            control.running = True
+        try:
+            yield control
+        finally:
+            with self._lock:
+                if self._runs.get(session) is control:
+                    del self._runs[session]
+
+
+class Trainers:
+    """One training process per physical device, used by one run at a time (the app's queue sees to the order)."""
+
+    def __init__(self, worker: Callable[[], Worker] = Worker) -> None:
+        self._workers: dict[str, Worker] = defaultdict(worker)
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.sessions = Sessions()
+
+    @staticmethod
+    def slots() -> int:
+        """How many runs can go on at once: one per physical device."""
+        return len({device_key(d) for d in available_devices()})
+
+    def worker(self, device: str = "auto") -> Worker:
+        return self._workers[device_key(device)]
+
+    def run(self, cfg: TrainConfig, session: str, overfit: int | None = None) -> Iterator[dict]:
+        """Views of the run as it goes (LiveRun.view()), the last one with the summary; errors are UserErrors."""
+        with self.sessions.claim(session) as control:
+            live = LiveRun(f"{'Sanity check' if overfit else 'Training'} {cfg.arch} on {dataset_title(cfg.dataset)}",
+                           cfg.epochs, overfit=overfit, status="Waiting for the trainer…")
+            if control.stop.is_set():
+                live.status = "Stopped before it started."
+                yield live.view()
+                return
+            device = device_key(cfg.device)
+            lock = self._locks[device]
+            while not lock.acquire(timeout=0.5):
+                if control.stop.is_set():
+                    live.status = "Stopped before it started."
+                    yield live.view()
+                    return
+                live.status = f"Waiting: another run is using {device}…"
+                yield live.view()
+            try:
+                yield from self._stream(cfg, live, control, device, overfit)
+            finally:
+                lock.release()
+
+    def _stream(self, cfg: TrainConfig, live: LiveRun, control: RunControl, device: str,
+                overfit: int | None) -> Iterator[dict]:
+        # A sanity-check model is useless for drawing, so it goes to a scratch folder, not the model list.
+        scratch = tempfile.TemporaryDirectory(prefix="overfit-") if overfit else contextlib.nullcontext()
+        with scratch as tmp:
+            live.status = f"{live.title}: starting on {device}…"
+            yield live.view()
+            out = Path(tmp) / "overfit.safetensors" if overfit else api.checkpoint_path(cfg)
+            records = self._workers[device].train(cfg, out=out, should_stop=control.stop.is_set)
+            with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
+                last_ui = 0.0
+                for rec in records:
+                    if control.stop.is_set() and not live.stopping:
+                        live.stop()
+                    live.add(rec)
+                    # Rendering an update costs server CPU that training could use, so step updates are spaced.
+                    if rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
+                        last_ui = time.monotonic()
+                        yield live.view()
+            if live.summary is None:  # stopped before its first step ended: there is no model to keep
+                live.status, live.detail = "Stopped before the first training step ended: nothing was saved.", ""
+                yield live.view()

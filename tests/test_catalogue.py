@@ -1,0 +1,182 @@
+"""The model catalogue: bundled models and runs listed apart, uploads that never replace, a bounded fresh cache."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_demo.catalogue import CACHE_SIZE, DEFAULT_MODEL, Catalogue, ClassifierCache
+from mnist_demo.checkpoint import CheckpointError, save_checkpoint
+from mnist_demo.data import NORMALISATION
+from mnist_demo.models import create_model
+from mnist_demo.preprocess import Prepared
+
+
+def _save(directory, stem, accuracy=0.9, seed=0, arch="logreg", model_arch=None):
+    """A small checkpoint; model_arch builds the weights of another architecture (a file that will not load)."""
+    torch.manual_seed(seed)
+    return save_checkpoint(create_model(model_arch or arch), directory / f"{stem}.safetensors", arch=arch,
+                           dataset="mnist", normalisation=NORMALISATION["mnist"],
+                           metrics={"test_accuracy": accuracy})
+
+
+def _save_at(directory, stem, created: float, monkeypatch, **kw):
+    """Save with a given creation time: 'created' has one-second resolution, too coarse for quick saves."""
+    real_gmtime = time.gmtime
+    with monkeypatch.context() as m:
+        m.setattr(time, "gmtime", lambda secs=None: real_gmtime(created))
+        return _save(directory, stem, **kw)
+
+
+def _sample() -> Prepared:
+    return Prepared(np.random.default_rng(0).random((28, 28), dtype=np.float32))
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    shipped, runs = tmp_path / "shipped", tmp_path / "runs"
+    shipped.mkdir()
+    runs.mkdir()
+    return shipped, runs
+
+
+def test_bundled_by_accuracy_then_runs_newest_first(dirs, monkeypatch):
+    shipped, runs = dirs
+    for stem, acc in [("low", 0.80), ("high", 0.95), ("mid", 0.90)]:
+        _save(shipped, stem, acc)
+    now = time.time()
+    for stem, age in [("old", 3000), ("newest", 0), ("middle", 60)]:
+        _save_at(runs, stem, now - age, monkeypatch, accuracy=0.99 - age / 1e5)
+    entries = Catalogue(shipped, runs).entries()
+    assert [e.key for e in entries] == ["high", "mid", "low", "newest", "middle", "old"]
+    assert [e.bundled for e in entries] == [True] * 3 + [False] * 3
+    assert [e.accuracy for e in entries[:3]] == [0.95, 0.90, 0.80]
+
+
+def test_a_run_with_a_bundled_models_name_stays_distinct(dirs):
+    shipped, runs = dirs
+    bundled_path = _save(shipped, "x", 0.9, seed=1)
+    run_path = _save(runs, "x", 0.8, seed=2)
+    cat = Catalogue(shipped, runs)
+    assert [e.key for e in cat.entries()] == ["x", "runs/x"]
+    assert cat.find("x").path == bundled_path.resolve() and cat.find("x").bundled
+    assert cat.find("runs/x").path == run_path.resolve() and not cat.find("runs/x").bundled
+    _, a = cat.classifier("x")
+    _, b = cat.classifier("runs/x")
+    assert not np.allclose(a.predict(_sample()).probabilities, b.predict(_sample()).probabilities)
+
+
+def test_the_same_folder_for_both_is_listed_once(dirs):
+    shipped, _ = dirs
+    _save(shipped, "only")
+    assert [e.key for e in Catalogue(shipped, shipped).entries()] == ["only"]
+
+
+def test_default_is_the_bundled_default_model_even_when_less_accurate(dirs):
+    shipped, runs = dirs
+    _save(shipped, DEFAULT_MODEL, 0.90)
+    _save(shipped, "better", 0.95)
+    _save(runs, "best-run", 0.99)
+    cat = Catalogue(shipped, runs)
+    assert cat.default_key() == DEFAULT_MODEL
+    assert cat.find(None).key == DEFAULT_MODEL
+
+
+def test_default_skips_a_model_that_will_not_load(dirs):
+    shipped, runs = dirs
+    _save(shipped, DEFAULT_MODEL, 0.99, model_arch="mlp-50-20")  # readable header, weights that do not fit
+    _save(shipped, "fallback", 0.90)
+    cat = Catalogue(shipped, runs)
+    assert DEFAULT_MODEL in [e.key for e in cat.entries()]
+    assert cat.default_key() == "fallback"
+    with pytest.raises(CheckpointError, match="do not fit"):
+        cat.classifier(DEFAULT_MODEL)
+
+
+def test_no_model_at_all(dirs):
+    cat = Catalogue(*dirs)
+    assert cat.entries() == [] and cat.default_key() is None
+    with pytest.raises(CheckpointError, match="No model yet"):
+        cat.find(None)
+
+
+def test_an_unknown_model_is_named_in_the_error(dirs):
+    shipped, runs = dirs
+    _save(shipped, "real")
+    with pytest.raises(CheckpointError, match="'no-such-model'"):
+        Catalogue(shipped, runs).find("no-such-model")
+
+
+def test_the_cache_rereads_a_changed_file(tmp_path):
+    path = _save(tmp_path, "m", seed=1)
+    cache = ClassifierCache()
+    first = cache.get(path)
+    assert cache.get(path) is first  # unchanged: the same object
+    before = first.predict(_sample()).probabilities
+    stat = path.stat()
+    _save(tmp_path, "m", seed=2)  # new weights, the same size
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    second = cache.get(path)
+    assert second is not first and len(cache) == 1
+    assert not np.allclose(second.predict(_sample()).probabilities, before)
+    assert np.allclose(first.predict(_sample()).probabilities, before)  # a copy in use elsewhere is untouched
+
+
+def test_the_cache_keeps_at_most_its_size_and_drops_the_least_recently_used(tmp_path):
+    assert ClassifierCache().size == CACHE_SIZE
+    a, b, c = (_save(tmp_path, stem) for stem in "abc")
+    cache = ClassifierCache(size=2)
+    clf_a, clf_b = cache.get(a), cache.get(b)
+    assert cache.get(a) is clf_a  # a is now the most recently used
+    cache.get(c)
+    assert len(cache) == 2
+    assert cache.get(a) is clf_a  # kept
+    assert cache.get(b) is not clf_b  # evicted, so read again
+    assert len(cache) == 2
+
+
+def test_an_upload_must_be_safetensors(dirs, tmp_path):
+    shipped, runs = dirs
+    source = _save(tmp_path, "good")
+    with pytest.raises(CheckpointError, match=r"\.safetensors"):
+        Catalogue(shipped, runs).add_upload(source, "model.pt")
+    assert list(runs.iterdir()) == []
+
+
+def test_a_garbage_upload_is_refused_and_leaves_nothing(dirs, tmp_path):
+    shipped, runs = dirs
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"this is not a checkpoint at all" * 10)
+    with pytest.raises(CheckpointError):
+        Catalogue(shipped, runs).add_upload(junk, "junk.safetensors")
+    assert list(runs.iterdir()) == []
+
+
+def test_an_upload_never_replaces_a_model(dirs, tmp_path):
+    shipped, runs = dirs
+    bundled = _save(shipped, "x", seed=1)
+    bundled_bytes = bundled.read_bytes()
+    cat = Catalogue(shipped, runs)
+    first = cat.add_upload(_save(tmp_path, "up1", seed=2), "mine.safetensors")
+    first_bytes = first.path.read_bytes()
+    second = cat.add_upload(_save(tmp_path, "up2", seed=3), "mine.safetensors")
+    clash = cat.add_upload(_save(tmp_path, "up3", seed=4), "x.safetensors")
+    assert (first.key, second.key, clash.key) == ("mine", "mine-2", "x-2")
+    assert first.path.read_bytes() == first_bytes and bundled.read_bytes() == bundled_bytes
+    assert {e.key for e in cat.entries()} == {"x", "mine", "mine-2", "x-2"}
+    assert all(e.path.parent == runs.resolve() for e in (first, second, clash))
+    assert not any(p.name.startswith(".upload-") for p in runs.iterdir())
+
+
+def test_answers_list_an_unreadable_model_with_none(dirs):
+    shipped, runs = dirs
+    _save(shipped, "good", 0.9)
+    _save(shipped, "broken", 0.8, model_arch="mlp-50-20")
+    cat = Catalogue(shipped, runs)
+    answers = dict((entry.key, pred) for entry, pred in cat.answers(_sample(), cat.entries()))
+    assert set(answers) == {"good", "broken"}
+    assert answers["broken"] is None
+    assert answers["good"].probabilities.shape == (10,) and answers["good"].label is not None

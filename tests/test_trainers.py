@@ -1,0 +1,277 @@
+"""The training service: each session's Stop ends its own run only, and runs stream their views to the end."""
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_demo import api
+from mnist_demo import trainers as trainers_module
+from mnist_demo.checkpoint import load_checkpoint
+from mnist_demo.data import CLASS_NAMES
+from mnist_demo.train import ConfigError, TrainConfig, resolve_device
+from mnist_demo.trainers import Sessions, Trainers, device_key
+
+STEPS_PER_EPOCH = 4
+
+
+class FakeWorker:
+    """Stands in for the training process: a few records, then 'saved'; it honours should_stop as the real one."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[TrainConfig, Path]] = []
+        self.steps = 0
+
+    def train(self, cfg, out, should_stop=None):
+        self.calls.append((cfg, Path(out)))
+        return self._records(cfg, Path(out), should_stop or (lambda: False))
+
+    def _records(self, cfg, out, should_stop):
+        total, completed, stopped = cfg.epochs * STEPS_PER_EPOCH, 0, False
+        for ep in range(1, cfg.epochs + 1):
+            for _ in range(STEPS_PER_EPOCH):
+                self.steps += 1
+                yield {"kind": "step", "epoch": ep, "step": self.steps, "steps": total, "images_per_s": 1000.0,
+                       "eta_s": 1.0, "loss": 1.0 / self.steps, "train_loss": 0.5, "train_acc": 0.8}
+                if should_stop():
+                    stopped = True
+                    break
+            if stopped:
+                break
+            completed = ep
+            yield {"kind": "epoch", "epoch": ep, "step": self.steps, "steps": total, "train_loss": 0.4,
+                   "train_acc": 0.9, "val_loss": 0.35, "val_acc": 0.9, "elapsed_s": 1.0 * ep}
+        yield {"kind": "done", "epochs": completed, "elapsed_s": 1.0,
+               **({"overfit_passed": True} if cfg.overfit else {})}
+        metrics = {"test_accuracy": 0.91, "test_loss": 0.3, "per_class_accuracy": [0.91] * 10, "val_accuracy": 0.9,
+                   "epochs_completed": completed, "stopped_early": stopped}
+        yield {"kind": "saved", "path": str(out), "metrics": metrics,
+               "evaluation": {"accuracy": 0.91, "loss": 0.3, "confusion": [[0] * 10] * 10},
+               "classes": CLASS_NAMES["mnist"], "train_time_s": 1.0, "device": "cpu", "stopped": stopped}
+
+
+class SilentWorker(FakeWorker):
+    """A run stopped before its first step ended: the real worker then yields nothing and saves nothing."""
+
+    def _records(self, cfg, out, should_stop):
+        yield from ()
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv(api.RUNS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(trainers_module, "UI_INTERVAL_S", 0.0)  # a view for every record: deterministic streams
+    return tmp_path
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig.for_arch("logreg", device="cpu", **{"epochs": 2, **kw})
+
+
+# ---- Sessions ----
+
+def test_a_stop_reaches_only_its_own_session():
+    sessions = Sessions()
+    with sessions.claim("A") as a, sessions.claim("B") as b:
+        assert a is not b
+        assert sessions.stop("A") is True
+        assert a.stop.is_set() and not b.stop.is_set()
+        assert sessions.stop("B") is True and b.stop.is_set()
+
+
+def test_stop_with_no_run_says_so():
+    sessions = Sessions()
+    assert sessions.stop("nobody") is False
+    with sessions.claim("A"):
+        pass
+    assert sessions.stop("A") is False  # the run is over and forgotten
+
+
+def test_an_old_stop_cannot_cancel_the_next_run():
+    sessions = Sessions()
+    sessions.arm("A")
+    assert sessions.stop("A") is True  # pressed while queued, and that run never came
+    sessions.arm("A")  # the next run
+    with sessions.claim("A") as control:
+        assert not control.stop.is_set()
+    with sessions.claim("A") as finished:
+        finished.stop.set()
+    sessions.arm("A")
+    with sessions.claim("A") as control:
+        assert control is not finished and not control.stop.is_set()
+
+
+def test_a_stop_while_queued_reaches_the_run():
+    sessions = Sessions()
+    sessions.arm("A")
+    sessions.stop("A")
+    with sessions.claim("A") as control:
+        assert control.stop.is_set()
+
+
+def test_arming_during_a_run_keeps_its_stop_working():
+    sessions = Sessions()
+    with sessions.claim("A") as control:
+        sessions.arm("A")  # e.g. the same session queues its next run
+        assert sessions.stop("A") is True
+        assert control.stop.is_set()
+
+
+# ---- devices ----
+
+def test_device_key_names_the_physical_device():
+    assert device_key("auto") == device_key(str(resolve_device("auto")))
+    assert device_key("cpu") == "cpu"
+    # 'auto', 'cuda' and 'cuda:0' are one device: one slot for the CPU, one per GPU.
+    assert Trainers.slots() == 1 + torch.cuda.device_count() + int(torch.backends.mps.is_available())
+
+
+def test_device_key_refuses_a_device_that_is_not_there():
+    with pytest.raises(ConfigError, match="cuda:99"):
+        device_key("cuda:99")
+
+
+# ---- Trainers.run with a fake training process ----
+
+def test_a_run_streams_views_to_its_summary(runs):
+    trainers = Trainers(worker=FakeWorker)
+    cfg = _cfg()
+    views = list(trainers.run(cfg, "A"))
+    assert "starting on cpu" in views[0]["status"]
+    assert views[0]["status"].startswith("Training logreg on MNIST")
+    assert any("epoch 1/2" in v["status"] for v in views) and any("epoch 2/2 done" in v["status"] for v in views)
+    worker = trainers.worker("cpu")
+    [(seen_cfg, out)] = worker.calls
+    assert seen_cfg == cfg and out.parent == runs and out.name.startswith("logreg-mnist-")
+    final = views[-1]
+    assert final["status"].startswith("Done") and "stopping" not in final["status"]
+    assert final["summary"]["model"] == out.stem and final["summary"]["epochs_completed"] == cfg.epochs
+    assert final["summary"]["stopped_early"] is False and final["result"]["path"] == str(out)
+    assert final["loss_plot"]["step"].tolist() == list(range(1, cfg.epochs * STEPS_PER_EPOCH + 1))
+    assert len(final["epoch_table"]) == cfg.epochs
+    assert trainers.sessions.stop("A") is False  # the finished run let go of its flag
+
+
+def test_a_stop_from_the_same_session_stops_the_run(runs):
+    trainers = Trainers(worker=FakeWorker)
+    cfg = _cfg()
+    views, stopped_at = [], None
+    for view in trainers.run(cfg, "A"):
+        views.append(view)
+        if stopped_at is None and "epoch 1/2, loss" in view["status"]:
+            assert trainers.sessions.stop("A") is True
+            stopped_at = len(views)
+    after = views[stopped_at:]
+    assert len(after) >= 2
+    assert all("stopping" in v["status"] for v in after[:-1])
+    assert not any("epoch 1/2" in v["status"] for v in after)  # no flicker back to the training status
+    final = after[-1]
+    assert final["status"].startswith(f"Stopped during epoch 1 of {cfg.epochs}")
+    assert final["summary"]["stopped_early"] is True
+    assert trainers.worker("cpu").steps < cfg.epochs * STEPS_PER_EPOCH  # the worker was told to stop
+
+
+def test_a_stop_from_another_session_leaves_the_run_alone(runs):
+    trainers = Trainers(worker=FakeWorker)
+    cfg = _cfg()
+    views, interfered = [], False
+    for view in trainers.run(cfg, "A"):
+        views.append(view)
+        if not interfered and "epoch 1/2, loss" in view["status"]:
+            interfered = True
+            assert trainers.sessions.stop("C") is False  # a session with nothing running
+            with trainers.sessions.claim("B") as other:  # a session with a run of its own
+                assert trainers.sessions.stop("B") is True and other.stop.is_set()
+    assert interfered
+    assert not any("stopping" in v["status"] for v in views)
+    assert views[-1]["status"].startswith("Done") and views[-1]["summary"]["stopped_early"] is False
+    assert trainers.worker("cpu").steps == cfg.epochs * STEPS_PER_EPOCH
+
+
+def test_a_stop_before_the_start_trains_nothing_and_the_next_run_is_not_cancelled(runs):
+    trainers = Trainers(worker=FakeWorker)
+    trainers.sessions.arm("A")
+    trainers.sessions.stop("A")
+    views = list(trainers.run(_cfg(), "A"))
+    assert [v["status"] for v in views] == ["Stopped before it started."]
+    assert trainers.worker("cpu").calls == []
+    trainers.sessions.arm("A")
+    assert list(trainers.run(_cfg(), "A"))[-1]["status"].startswith("Done")
+
+
+def test_a_run_stopped_before_its_first_step_says_nothing_was_saved(runs):
+    final = list(Trainers(worker=SilentWorker).run(_cfg(), "A"))[-1]
+    assert "nothing was saved" in final["status"] and final["summary"] is None
+
+
+def test_a_second_run_on_the_same_device_waits_and_can_be_stopped_while_waiting(runs):
+    trainers = Trainers(worker=FakeWorker)
+    first = trainers.run(_cfg(), "A")
+    next(first)  # A holds the device
+    second = trainers.run(_cfg(), "B")
+    assert next(second)["status"] == "Waiting: another run is using cpu…"
+    assert trainers.sessions.stop("B") is True
+    assert [v["status"] for v in second] == ["Stopped before it started."]
+    assert list(first)[-1]["status"].startswith("Done")
+    assert len(trainers.worker("cpu").calls) == 1
+
+
+def test_a_sanity_check_trains_in_a_scratch_folder(runs):
+    trainers = Trainers(worker=FakeWorker)
+    cfg = api.make_sanity_config(arch="logreg", device="cpu")
+    views = list(trainers.run(cfg, "A", overfit=cfg.overfit))
+    [(_, out)] = trainers.worker("cpu").calls
+    assert out.parent != runs and not out.parent.exists()  # scratch, and gone afterwards
+    final = views[-1]
+    assert final["status"].startswith("Sanity check PASSED") and final["summary"]["images"] == cfg.overfit
+    assert final["result"] is None and list(runs.iterdir()) == []
+
+
+def test_runs_in_different_threads_each_get_their_own_views(runs):
+    trainers = Trainers(worker=FakeWorker)
+    results: dict[str, list[dict]] = {}
+
+    def go(session: str) -> None:
+        results[session] = list(trainers.run(_cfg(epochs=1), session))
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in ("A", "B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(results[s][-1]["status"].startswith("Done") for s in ("A", "B"))
+    assert len(trainers.worker("cpu").calls) == 2
+
+
+# ---- one real run through the training process ----
+
+def test_a_real_run_through_the_training_process(tmp_path, monkeypatch):
+    monkeypatch.setenv(api.RUNS_DIR_ENV, str(tmp_path))
+    cfg = TrainConfig.for_arch("logreg", epochs=2, subset=3000, device="cpu")
+    trainers = Trainers()
+    worker = trainers.worker(cfg.device)
+    try:
+        views = list(trainers.run(cfg, "real"))
+    finally:
+        if worker._proc is not None:  # let the training process end with the test
+            worker._proc.stdin.close()
+            worker._proc.wait(timeout=60)
+    summary = views[-1]["summary"]
+    assert summary["test_accuracy"] > 0.8 and summary["stopped_early"] is False
+    path = tmp_path / summary["checkpoint"]
+    assert path.is_file()
+    ckpt = load_checkpoint(path)
+    assert ckpt.arch == "logreg" and ckpt.meta["metrics"]["test_accuracy"] == summary["test_accuracy"]
+    assert views[-1]["result"]["confusion"] and len(views[-1]["epoch_table"]) == cfg.epochs
+
+
+def test_a_run_refused_before_it_started_leaves_nothing_to_stop():
+    sessions = Sessions()
+    sessions.arm("a")
+    sessions.forget("a")  # its settings were refused: the run never claimed the flag
+    assert sessions.stop("a") is False
+    sessions.arm("b")
+    with sessions.claim("b"):
+        sessions.forget("b")  # a running run's flag stays, so its Stop still works
+        assert sessions.stop("b") is True
