@@ -280,7 +280,7 @@ def build_settings() -> None:
         ui["lr"] = gr.Number(None, label="Learning rate", elem_id="lr", min_width=120)
         ui["epochs"] = gr.Number(None, label="Epochs", elem_id="epochs", **number)
     with gr.Row():
-        ui["optimizer"] = gr.Dropdown(OPTIMIZERS, label="Optimizer", elem_id="optimizer", min_width=120)
+        ui["optimizer"] = gr.Dropdown(OPTIMIZERS, value=None, label="Optimizer", elem_id="optimizer", min_width=120)
         ui["batch_size"] = gr.Number(None, label="Batch size", elem_id="batch", **number)
     with gr.Row():
         devices = [(f"auto ({device_key('auto')})", "auto")] + [(d, d) for d in available_devices()[1:]]
@@ -325,9 +325,9 @@ def build_results() -> None:
         with gr.Row(equal_height=False):
             ui["per_class"] = gr.BarPlot(figures.per_class_errors([], []), x="class", y="error %",
                                          title="Error rate per class (100% − class accuracy)", show_label=False,
-                                         elem_id="per-class", y_lim=[0, None], height=300, min_width=300, scale=2)
+                                         elem_id="per-class", y_lim=[0, None], height=300, min_width=300, scale=1)
             ui["confusion"] = gr.Dataframe(label="Confusion matrix (rows: true class, columns: predicted)",
-                                           elem_id="confusion", interactive=False, min_width=340, scale=3)
+                                           elem_id="confusion", interactive=False, min_width=340, scale=2)
         ui["gallery"] = gr.Gallery(label="Most confident mistakes (true → predicted)", columns=8, height=300,
                                    elem_id="mistakes", object_fit="contain")
         with gr.Row(equal_height=False):
@@ -348,7 +348,8 @@ def build_models_tab() -> None:
             ui["pick"] = gr.Dropdown(label="Checkpoint to download", elem_id="model-pick")
             ui["model_file"] = gr.File(label="Download", interactive=False, elem_id="model-file")
         with gr.Column():
-            ui["ckpt_upload"] = gr.File(label="Upload a checkpoint (.safetensors only)", file_types=[".safetensors"],
+            # No file_types filter: a refused file gets our plain message instead of a toast that leaves the last one.
+            ui["ckpt_upload"] = gr.File(label="Upload a checkpoint (.safetensors only)",
                                         elem_id="ckpt-upload")
             ui["upload_status"] = gr.Markdown(elem_id="upload-status")
 
@@ -438,7 +439,8 @@ def launch_options() -> dict:
     """Settings that Gradio 6 takes at launch() rather than in Blocks(); tests use them too."""
     # Checkpoint folders may live outside the working directory (env settings), yet must stay downloadable.
     folders = [str(catalogue.shipped_dir), str(catalogue.runs_dir)]
-    return dict(theme=theme.theme(), css=theme.css(), max_file_size="25mb", allowed_paths=folders)
+    return dict(theme=theme.theme(), css=theme.css(), max_file_size="25mb", allowed_paths=folders,
+                app_kwargs=theme.compression())
 
 
 if __name__ == "__main__":

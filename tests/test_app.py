@@ -64,8 +64,10 @@ def summary_of(out) -> dict:
 def test_named_endpoints(client):
     api_info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/classify", "/draw", "/train", "/sanity_check", "/stop", "/models", "/upload_checkpoint"} <= set(api_info)
-    params = [p["parameter_name"] for p in api_info["/train"]["parameters"]]
-    assert params[:3] == ["dataset", "csv_file", "arch"]
+    params = {p["parameter_name"]: p for p in api_info["/train"]["parameters"]}
+    assert list(params)[:3] == ["dataset", "csv_file", "arch"]
+    for name in app.RECIPE_FIELDS[:-1]:  # left out, a setting means "the architecture's recipe"
+        assert params[name]["parameter_has_default"] and params[name]["parameter_default"] is None, name
 
 
 @pytest.mark.parametrize("index", DIGITS)

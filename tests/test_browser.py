@@ -184,3 +184,48 @@ def test_stop_button_and_closing_the_page_end_the_run(browser, app_url, runs):
     assert summary["epochs_completed"] == 1 and time.monotonic() - started < 30  # did not wait behind the cnn
     client.close()
     assert len(set(runs.glob("cnn-*.safetensors")) - before) == 1
+
+
+def test_models_tab_messages_belong_to_the_last_upload(page, tmp_path):
+    from playwright.sync_api import expect
+
+    from mnist_demo.checkpoint import checkpoint_dir
+
+    page.get_by_role("tab", name="Models").click()
+    status = page.locator("#upload-status")
+    good = tmp_path / "my model.safetensors"
+    good.write_bytes((checkpoint_dir() / "logreg.safetensors").read_bytes())
+    page.locator("#ckpt-upload input[type=file]").set_input_files(str(good))
+    expect(status).to_contain_text("Added", timeout=15000)
+    page.locator("#ckpt-upload").get_by_label("Clear").first.click()
+    expect(status).not_to_contain_text("Added")
+    pickle_file = tmp_path / "model.pt"
+    pickle_file.write_bytes(b"\x80\x04not really a pickle")
+    page.locator("#ckpt-upload input[type=file]").set_input_files(str(pickle_file))
+    expect(status).to_contain_text("Refused: model.pt: only .safetensors", timeout=15000)
+    expect(status).not_to_contain_text("Added")
+    table = page.locator("#models-table")
+    expect(table).to_contain_text("my-model")
+    box = table.bounding_box()
+    assert box["x"] + box["width"] <= page.viewport_size["width"]  # no sideways scrolling on a laptop
+
+
+@pytest.mark.skipif("fashion-mnist" not in __import__("mnist_demo.data").data.offline_datasets(),
+                    reason="Fashion-MNIST's files are not on this machine")
+def test_fashion_mnist_results_are_readable(page):
+    from playwright.sync_api import expect
+
+    train_tab(page)
+    page.locator("#dataset").get_by_text("Fashion-MNIST").click()
+    choose(page, "arch", re.compile(r"^logreg"))
+    page.locator("#subset input").fill("3000")
+    page.locator("#train-btn").click()
+    expect(page.locator("#headline")).to_contain_text("Test accuracy", timeout=90000)
+    captions = page.locator("#mistakes .caption-label")
+    expect(captions.first).to_contain_text("→")
+    # Whole captions, not "T-shirt/top → …": nothing is cut off.
+    assert all(c.evaluate("e => e.scrollWidth <= e.clientWidth + 1") for c in captions.all()[:8])
+    expect(page.locator("#confusion")).to_contain_text("0 T-shirt/top")  # rows in class order, named
+    settle(page)
+    page.locator("#results").scroll_into_view_if_needed()
+    screenshot(page, "fashion-results", full_page=True)

@@ -95,3 +95,25 @@ def choose(page, field: str, option) -> None:
     page.locator(f"#{field} input").click()
     page.get_by_role("option", name=option).click()
     settle(page)
+
+
+CONTRAST_JS = """(el) => {
+  const rgb = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  let bg = null;
+  for (let n = el; n && !bg; n = n.parentElement) {
+    const c = rgb(getComputedStyle(n).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) bg = c.slice(0, 3);
+  }
+  bg = bg || [255, 255, 255];
+  const [a, b] = [lum(rgb(getComputedStyle(el).color).slice(0, 3)), lum(bg)];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def contrast(page, selector: str) -> float:
+    """WCAG contrast ratio of an element's text against the first opaque background behind it."""
+    return page.locator(selector).first.evaluate(CONTRAST_JS)

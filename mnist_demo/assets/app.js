@@ -15,10 +15,11 @@
     if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; ensureBrush(); }); }
   }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['class']});
   ensureBrush();
-  // A dropdown left with Tab stays open over the fields below it: close it as the focus moves on.
+  // A dropdown left with Tab stays open over the fields below it: once the focus has moved on, tell the dropdown
+  // it lost the focus (Gradio 6.31 closes its list on that event, but Tab does not deliver it).
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Tab' && e.target.matches('input[role="listbox"], .wrap-inner input')) {
-      e.target.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}));
-    }
+    if (e.key !== 'Tab' || !e.target.closest('.wrap-inner')) return;
+    const input = e.target;
+    setTimeout(() => input.dispatchEvent(new Event('blur')), 0);
   }, true);
 }
