@@ -18,9 +18,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 # Chromium for the browser test and Fashion-MNIST's files, from Debian's packages (skipped when not root).
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  { command -v chromium >/dev/null && [ -d /usr/share/datasets/fashion-mnist ]; } || \
+	  { command -v chromium >/dev/null && [ -d /usr/share/datasets/fashion-mnist ] && \
+	    [ -d /usr/share/fonts/truetype/noto ]; } || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      chromium dataset-fashion-mnist fonts-dejavu-core >/dev/null; }; \
+	      chromium dataset-fashion-mnist fonts-dejavu-core fonts-noto-color-emoji >/dev/null; }; \
 	else echo "not root: skipping apt packages (chromium, dataset-fashion-mnist)"; fi
 
 app: $(STAMP)

@@ -122,26 +122,30 @@ def recipe(arch: str, device: str = "auto") -> dict:
                smoothing=figures.smoothing_note(cfg.label_smoothing))
 
 
-def start_run(request: gr.Request) -> dict:
+def still_shown(result: dict | None) -> str:
+    """Whose results the panel shows while another run goes on, fails, or is only a sanity check."""
+    return f" The results below are still those of **{Path(result['path']).stem}**." if result else ""
+
+
+def start_run(result: dict | None, request: gr.Request) -> dict:
     """Runs before the (queued) training, so Stop works while this session still waits in line."""
     trainers.sessions.arm(session(request))
     return out(status="Queued: waiting for the trainer (your place in the queue shows on the progress bar)…",
                train=gr.Button(interactive=False), overfit=gr.Button(interactive=False),
-               headline="Training… this run's test results appear here when it ends.", per_class=None,
-               confusion=None, gallery=None, table=gr.Dataframe(None, visible=False), ckpt_file=None,
-               show_table=gr.Button(visible=False))
+               headline="Training… this run's test results appear here when it ends." + still_shown(result))
 
 
 def run(settings: dict, request: gr.Request | None, sanity: bool = False):
     try:
         cfg = api.run_config({**settings, "csv_file": read(settings["csv_file"])}, sanity)
         for view in trainers.run(cfg, session(request), overfit=cfg.overfit):
-            yield out(**view)
+            # The last real run's results stay in state until this run has results of its own.
+            yield out(**{k: v for k, v in view.items() if v is not None or k != "result"})
     except Exception as exc:  # the message stays in the status line; gr.Error also tells API clients
         trainers.sessions.forget(session(request))
         text = message(exc, "training")
         yield out(status=f"⚠️ {text}")
-        raise gr.Error(text) from None
+        raise gr.Error(text, visible=False) from None  # for API clients: the page already shows it
 
 
 def train_endpoint(sanity: bool, doc: str):
@@ -168,28 +172,29 @@ def stop(request: gr.Request) -> str:
     return "Nothing to stop."
 
 
-def show_results(result: dict | None, current_model: str | None) -> dict:
+def show_results(summary: dict | None, result: dict | None, current_model: str | None) -> dict:
     """After a run: its test metrics, mistakes and downloads (a sanity check has none), and refreshed model lists."""
     lists = out(model=model_dropdown(current_model), models_table=figures.models_table(catalogue.entries()),
                 pick=download_dropdown(result and Path(result["path"]).stem),
                 train=gr.Button(interactive=True), overfit=gr.Button(interactive=True))
-    if not result:
+    if not result or not summary or "sanity_check" in summary:
         return {**lists, **out(headline="A sanity check trains on a few images only, so it has no test results: "
-                                        "its outcome is in the status line above.")}
+                                        "its outcome is in the status line above." + still_shown(result))}
     classes, named = result["classes"], result["classes"] != [str(d) for d in range(10)]
     return {**lists, **out(
         headline=f"### Test accuracy: {result['accuracy']:.2%} ({len(result['true']):,} test images, "
                  f"{result['errors']:,} mistakes)",
         per_class=gr.BarPlot(figures.per_class_errors(result["per_class_accuracy"], classes),
                              x_label_angle=-35 if named else 0),
-        confusion=figures.confusion_table(result["confusion"], classes),
-        gallery=figures.mistakes_gallery(result["mistakes"], classes), ckpt_file=result["path"],
+        confusion=gr.Dataframe(figures.confusion_table(result["confusion"], classes), visible=True),
+        gallery=gr.Gallery(figures.mistakes_gallery(result["mistakes"], classes), columns=5 if named else 8),
+        ckpt_file=result["path"],
         show_table=gr.Button(visible=True), table=gr.Dataframe(visible=False))}
 
 
-def run_failed() -> dict:  # after an error: the buttons come back, the message stays in the status line
+def run_failed(result: dict | None) -> dict:  # the buttons come back; the message stays in the status line
     return out(train=gr.Button(interactive=True), overfit=gr.Button(interactive=True),
-               headline="No results: the run did not finish (the status line says why).")
+               headline="This run did not finish (the status line says why)." + still_shown(result))
 
 
 def prediction_table(result: dict | None) -> gr.Dataframe:
@@ -258,6 +263,7 @@ def build_draw_tab() -> None:
             ui["model"] = model_dropdown(label="Model", elem_id="model", allow_custom_value=True)
             ui["compare"] = gr.Dataframe(label="Every model's answer to this input", elem_id="compare",
                                          headers=figures.COMPARE_COLUMNS, interactive=False, max_height=320)
+            gr.Markdown(figures.COMPARE_NOTE, elem_id="compare-note")
         with gr.Column(scale=2):
             ui["upload"] = gr.Image(label="…or upload an image of a digit (any colours, any size)", type="filepath",
                                     sources=["upload", "clipboard"], elem_id="upload", height=220)
@@ -277,7 +283,7 @@ def build_settings() -> None:
     # architecture's recipe on load. No min/max: the library's range checks name the setting, Gradio's don't.
     number = dict(precision=0, min_width=120)
     with gr.Row():
-        ui["lr"] = gr.Number(None, label="Learning rate", elem_id="lr", min_width=120)
+        ui["lr"] = gr.Number(None, label="Learning rate", elem_id="lr", min_width=120, step=0.001)
         ui["epochs"] = gr.Number(None, label="Epochs", elem_id="epochs", **number)
     with gr.Row():
         ui["optimizer"] = gr.Dropdown(OPTIMIZERS, value=None, label="Optimizer", elem_id="optimizer", min_width=120)
@@ -324,10 +330,11 @@ def build_results() -> None:
                                      elem_id="headline")
         with gr.Row(equal_height=False):
             ui["per_class"] = gr.BarPlot(figures.per_class_errors([], []), x="class", y="error %",
-                                         title="Error rate per class (100% − class accuracy)", show_label=False,
+                                         title="Error rate per class (%)", show_label=False,
                                          elem_id="per-class", y_lim=[0, None], height=300, min_width=300, scale=1)
             ui["confusion"] = gr.Dataframe(label="Confusion matrix (rows: true class, columns: predicted)",
-                                           elem_id="confusion", interactive=False, min_width=340, scale=2)
+                                           elem_id="confusion", interactive=False, min_width=340, scale=2,
+                                           visible=False)
         ui["gallery"] = gr.Gallery(label="Most confident mistakes (true → predicted)", columns=8, height=300,
                                    elem_id="mistakes", object_fit="contain")
         with gr.Row(equal_height=False):
@@ -383,15 +390,17 @@ def wire_train(demo: gr.Blocks) -> None:
     for trigger in (ui["arch"].input, ui["device"].input, demo.load):
         trigger(recipe, [ui["arch"], ui["device"]], recipe_outputs, api_visibility="private")
     for button, fn, name in ((ui["train"], train, "train"), (ui["overfit"], sanity_check, "sanity_check")):
-        started = button.click(start_run, None, [ui["status"], ui["train"], ui["overfit"], *results],
+        started = button.click(start_run, ui["result"], [ui["status"], ui["train"], ui["overfit"], ui["headline"]],
                                api_visibility="private")
         run_event = started.then(fn, [ui[k] for k in SETTINGS], stream, concurrency_id="train",
                                  concurrency_limit=Trainers.slots(), show_progress="minimal",
                                  show_progress_on=[ui["progress"]], api_name=name)
         # Not .then(): Gradio 6.31's frontend fires a .then() only after a success (an error skips its "all"
         # triggers), so recovery after an error is wired to .failure() explicitly.
-        run_event.success(show_results, [ui["result"], ui["model"]], [*results, *lists], api_visibility="private")
-        run_event.failure(run_failed, None, [ui["train"], ui["overfit"], ui["headline"]], api_visibility="private")
+        run_event.success(show_results, [ui["summary"], ui["result"], ui["model"]], [*results, *lists],
+                          api_visibility="private")
+        run_event.failure(run_failed, ui["result"], [ui["train"], ui["overfit"], ui["headline"]],
+                          api_visibility="private")
     ui["show_table"].click(prediction_table, ui["result"], ui["table"], api_visibility="private")
     # Stop must never queue behind the run it stops, so it has no concurrency limit.
     ui["stop"].click(stop, None, ui["status"], concurrency_limit=None, api_name="stop")

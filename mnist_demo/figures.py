@@ -62,7 +62,9 @@ def verdict(probs: np.ndarray | None, classes: list[str], note: str = "") -> str
     return f"{text} {note}".strip()
 
 
-COMPARE_COLUMNS = ["model", "answer", "confidence", "architecture"]
+COMPARE_COLUMNS = ["model", "answer", "confidence"]
+COMPARE_NOTE = ("Models trained with label smoothing (the CNNs' recipes use 0.1) are rarely more than ~95% sure: "
+                "their training targets gave the right class 91%. A lower confidence there is no worse answer.")
 
 
 def comparison(answers: list[tuple[ModelEntry, Prediction | None]], selected: str) -> pd.DataFrame:
@@ -73,7 +75,7 @@ def comparison(answers: list[tuple[ModelEntry, Prediction | None]], selected: st
         answer = "unreadable" if pred is None else ("—" if pred.label is None else classes[pred.label])
         confidence = percent(pred.confidence) if pred is not None and pred.label is not None else "—"
         rows.append({"model": ("▶ " if entry.key == selected else "") + entry.key, "answer": answer,
-                     "confidence": confidence, "architecture": entry.arch})
+                     "confidence": confidence})
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from .figures import accuracy_svg, fmt_seconds, percent
 
 PLOT_POINTS = 300  # the loss curve is thinned to this many points so the browser stays fast
+LOSS_SHOWN_UP_TO = 10.0  # a diverging run's 1e30 would flatten the whole curve; 10 is far above where runs start
 EPOCH_COLUMNS = ["epoch", "train loss", "train acc", "val loss", "val acc", "time"]
 
 
@@ -100,11 +101,12 @@ class LiveRun:
         if s["stopped_early"]:
             how = (f"Stopped during epoch {s['epochs_completed'] + 1} of {self.epochs_planned}; kept the best model "
                    f"so far" if s["epochs_completed"] < self.epochs_planned else "Stopped; kept the best model")
+        device = s["device"].split(",")[0]  # "cpu", not the precision detail the checkpoint records
         return (f"{how}: test accuracy {s['test_accuracy']:.2%}, {s['train_time_s']:.1f} s of training on "
-                f"{s['device']}. Saved as {s['model']}; pick it in Draw.")
+                f"{device}. Saved as {s['model']}; pick it in Draw.")
 
     def loss_frame(self) -> pd.DataFrame:
-        rows = [{"step": r["step"], "loss": r["loss"]} for r in self.steps]
+        rows = [{"step": r["step"], "loss": min(r["loss"], LOSS_SHOWN_UP_TO)} for r in self.steps]
         return thin(pd.DataFrame(rows, columns=["step", "loss"]).astype({"step": "int64", "loss": "float64"}))
 
     def accuracy_chart(self) -> str:
@@ -119,7 +121,8 @@ class LiveRun:
     def progress_html(self) -> str:
         pct = 100 * self.fraction
         return (f'<div id="run-progress" style="display:flex;gap:.75rem;align-items:center">'
-                f'<progress value="{pct:.1f}" max="100" aria-label="training progress" style="flex:1;height:1.1rem">'
+                f'<progress value="{pct:.1f}" max="100" aria-label="training progress" '
+                f'style="flex:1;min-width:8rem;height:1.1rem">'
                 f'</progress><span style="white-space:nowrap">{pct:.0f}% {html.escape(self.detail)}</span></div>')
 
     def view(self) -> dict:

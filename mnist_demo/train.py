@@ -140,7 +140,7 @@ def validate(cfg: TrainConfig, pool_size: int | None = None) -> None:
         bad(f"clean tail must be a fraction of the epochs from 0 to 1, got {cfg.clean_tail!r}")
     if not 0 < cfg.val_fraction < 1:
         bad(f"validation fraction must be between 0 and 1, got {cfg.val_fraction!r}")
-    for name, value in (("subset", cfg.subset), ("overfit", cfg.overfit)):
+    for name, value in (("subset (training images)", cfg.subset), ("overfit", cfg.overfit)):
         if value is not None:
             if not isinstance(value, int) or value < 2:
                 bad(f"{name} must be a whole number ≥ 2, got {value!r}")

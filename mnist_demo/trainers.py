@@ -95,7 +95,10 @@ class Trainers:
     def run(self, cfg: TrainConfig, session: str, overfit: int | None = None) -> Iterator[dict]:
         """Views of the run as it goes (LiveRun.view()), the last one with the summary; errors are UserErrors."""
         with self.sessions.claim(session) as control:
-            live = LiveRun(f"{'Sanity check' if overfit else 'Training'} {cfg.arch} on {dataset_title(cfg.dataset)}",
+            data = dataset_title(cfg.dataset)
+            title = f"Sanity check: {cfg.arch} memorising {overfit} {data} images" if overfit else \
+                f"Training {cfg.arch} on {data}"
+            live = LiveRun(title,
                            cfg.epochs, overfit=overfit, status="Waiting for the trainer…")
             if control.stop.is_set():
                 live.status = "Stopped before it started."

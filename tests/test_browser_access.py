@@ -48,3 +48,7 @@ def test_a_dropdown_left_with_tab_closes(page):
     page.keyboard.press("Tab")
     expect(page.get_by_role("option")).to_have_count(0)
     expect(page.locator("#lr input")).to_be_focused()  # the focus went on to the next field
+    for _ in range(3):  # on through Epochs and the Optimizer dropdown (it opens as it gets the focus) and past it
+        page.keyboard.press("Tab")
+    expect(page.locator("#batch input")).to_be_focused()
+    expect(page.get_by_role("option")).to_have_count(0)

@@ -155,3 +155,13 @@ def test_a_short_curve_keeps_every_point():
     for n in range(1, PLOT_POINTS):
         live.add(step(n, PLOT_POINTS))
     assert len(live.loss_frame()) == PLOT_POINTS - 1
+
+
+def test_an_exploding_loss_is_drawn_capped_so_the_curve_stays_readable():
+    from mnist_demo.live_run import LOSS_SHOWN_UP_TO
+
+    live = LiveRun("Training cnn on MNIST", epochs_planned=1)
+    for i, loss in enumerate([2.3, 40.0, 1e30], start=1):
+        live.add({"kind": "step", "epoch": 1, "step": i, "steps": 10, "images_per_s": 1.0, "eta_s": 1.0,
+                  "loss": loss, "train_loss": loss, "train_acc": 0.1})
+    assert live.loss_frame()["loss"].tolist() == [2.3, LOSS_SHOWN_UP_TO, LOSS_SHOWN_UP_TO]

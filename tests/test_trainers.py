@@ -153,15 +153,22 @@ def test_a_run_streams_views_to_its_summary(runs):
     assert trainers.sessions.stop("A") is False  # the finished run let go of its flag
 
 
+def run_with(trainers: Trainers, cfg: TrainConfig, act) -> tuple[list[dict], int]:
+    """Session A's run; `act` runs once, at its first step of epoch 1, and must succeed. Views, and where it acted."""
+    views, acted_at = [], None
+    for view in trainers.run(cfg, "A"):
+        views.append(view)
+        if acted_at is None and "epoch 1/2, loss" in view["status"]:
+            assert act()
+            acted_at = len(views)
+    assert acted_at is not None
+    return views, acted_at
+
+
 def test_a_stop_from_the_same_session_stops_the_run(runs):
     trainers = Trainers(worker=FakeWorker)
     cfg = _cfg()
-    views, stopped_at = [], None
-    for view in trainers.run(cfg, "A"):
-        views.append(view)
-        if stopped_at is None and "epoch 1/2, loss" in view["status"]:
-            assert trainers.sessions.stop("A") is True
-            stopped_at = len(views)
+    views, stopped_at = run_with(trainers, cfg, lambda: trainers.sessions.stop("A"))
     after = views[stopped_at:]
     assert len(after) >= 2
     assert all("stopping" in v["status"] for v in after[:-1])
@@ -175,15 +182,12 @@ def test_a_stop_from_the_same_session_stops_the_run(runs):
 def test_a_stop_from_another_session_leaves_the_run_alone(runs):
     trainers = Trainers(worker=FakeWorker)
     cfg = _cfg()
-    views, interfered = [], False
-    for view in trainers.run(cfg, "A"):
-        views.append(view)
-        if not interfered and "epoch 1/2, loss" in view["status"]:
-            interfered = True
-            assert trainers.sessions.stop("C") is False  # a session with nothing running
-            with trainers.sessions.claim("B") as other:  # a session with a run of its own
-                assert trainers.sessions.stop("B") is True and other.stop.is_set()
-    assert interfered
+    def interfere() -> bool:
+        assert trainers.sessions.stop("C") is False  # a session with nothing running
+        with trainers.sessions.claim("B") as other:  # a session with a run of its own
+            return trainers.sessions.stop("B") and other.stop.is_set()
+
+    views, _ = run_with(trainers, cfg, interfere)
     assert not any("stopping" in v["status"] for v in views)
     assert views[-1]["status"].startswith("Done") and views[-1]["summary"]["stopped_early"] is False
     assert trainers.worker("cpu").steps == cfg.epochs * STEPS_PER_EPOCH
