@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,11 +19,13 @@ from pathlib import Path
 from queue import Queue
 
 from . import api
+from .data import DATASETS, Dataset, load_dataset
 from .errors import UserError, user_error_types
 from .train import TrainConfig
 
 STOP = "stop"
 NICE = 10
+WARM_DATASET = "mnist"  # what most runs train on, so the process loads it as it starts
 log = logging.getLogger(__name__)
 
 
@@ -53,15 +56,28 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
         stdout.flush()
 
     threading.Thread(target=read, daemon=True).start()
+    datasets: dict[str, Dataset] = {}
+    with contextlib.suppress(UserError):  # loaded before the first job asks: the first Train starts sooner
+        dataset_for(WARM_DATASET, datasets)
     while (job := jobs.get()) is not None:
         stop.clear()
         try:
-            for record in api.train_and_save(TrainConfig(**job["config"]), out=job["out"], should_stop=stop.is_set,
-                                             adapt_threads=True):
+            cfg = TrainConfig(**job["config"])
+            for record in api.train_and_save(cfg, out=job["out"], dataset=dataset_for(cfg.dataset, datasets),
+                                             should_stop=stop.is_set, adapt_threads=True):
                 send(record)
             send({"kind": "end"})
         except Exception as exc:  # reported to the one run that caused it; the process serves the next job
             send({"kind": "error", "type": type(exc).__name__, "message": str(exc)})
+
+
+def dataset_for(name: str, cache: dict[str, Dataset]) -> Dataset:
+    """MNIST and Fashion-MNIST stay loaded between jobs (the first read takes seconds); a CSV is read afresh."""
+    if name not in DATASETS:
+        return load_dataset(name)
+    if name not in cache:
+        cache[name] = load_dataset(name)
+    return cache[name]
 
 
 class Worker:

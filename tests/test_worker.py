@@ -52,3 +52,17 @@ def test_an_exception_in_a_training_step_is_reported_and_the_loop_goes_on(monkey
     assert ends == [{"kind": "error", "type": "RuntimeError", "message": "simulated fault in a training step"},
                     {"kind": "end"}]
     assert not (tmp_path / "a.safetensors").exists() and (tmp_path / "b.safetensors").is_file()
+
+
+def test_named_datasets_are_loaded_once_per_process_and_csv_files_every_time(monkeypatch, tmp_path):
+    from mnist_demo import worker as worker_module
+
+    loads = []
+    monkeypatch.setattr(worker_module, "load_dataset", lambda name: loads.append(name) or object())
+    cache: dict = {}
+    first = worker_module.dataset_for(worker_module.WARM_DATASET, cache)
+    assert worker_module.dataset_for(worker_module.WARM_DATASET, cache) is first
+    csv = str(tmp_path / "digits.csv")
+    worker_module.dataset_for(csv, cache)
+    worker_module.dataset_for(csv, cache)  # a CSV may have been replaced by a new upload of the same name
+    assert loads == [worker_module.WARM_DATASET, csv, csv]
