@@ -107,9 +107,8 @@ def classify(image: dict | None, model: str | None = "") -> dict[str, float] | N
 def model_dropdown(current: str | None = None, **layout) -> gr.Dropdown:
     """Draw's model picker with every model there is now, keeping the current choice if it still exists."""
     entries = catalogue.entries()
-    keep = current in {e.key for e in entries}
-    return gr.Dropdown([(e.label, e.key) for e in entries], value=current if keep else catalogue.default_key(entries),
-                       **layout)
+    value = current if current in {e.key for e in entries} else catalogue.default_key(entries)
+    return gr.Dropdown([(e.label, e.key) for e in entries], value=value, **layout)
 
 
 # Train tab
@@ -167,9 +166,8 @@ SETTINGS = [name for name in inspect.signature(train).parameters if name != "req
 
 def stop(request: gr.Request) -> str:
     """API/Stop button: end this session's run after the current step; the best model so far is kept."""
-    if trainers.sessions.stop(session(request)):
-        return "Stopping: keeping the best model so far…"
-    return "Nothing to stop."
+    stopping = trainers.sessions.stop(session(request))
+    return "Stopping: keeping the best model so far…" if stopping else "Nothing to stop."
 
 
 def show_results(summary: dict | None, result: dict | None, current_model: str | None) -> dict:
@@ -188,8 +186,7 @@ def show_results(summary: dict | None, result: dict | None, current_model: str |
                              x_label_angle=-35 if named else 0),
         confusion=gr.Dataframe(figures.confusion_table(result["confusion"], classes), visible=True),
         gallery=gr.Gallery(figures.mistakes_gallery(result["mistakes"], classes), columns=5 if named else 8),
-        ckpt_file=result["path"],
-        show_table=gr.Button(visible=True), table=gr.Dataframe(visible=False))}
+        ckpt_file=result["path"], show_table=gr.Button(visible=True), table=gr.Dataframe(visible=False))}
 
 
 def run_failed(result: dict | None) -> dict:  # the buttons come back; the message stays in the status line
@@ -211,10 +208,8 @@ def download_dropdown(value: str | None = None) -> gr.Dropdown:
 
 
 def checkpoint_file(key: str | None) -> str | None:
-    try:
-        return str(catalogue.find(key).path) if key else None
-    except Exception:  # removed since the list was drawn
-        return None
+    entry = next((e for e in catalogue.entries() if e.key == key), None)  # None: removed since the list was drawn
+    return str(entry.path) if entry else None
 
 
 def refresh_on_load(current_model: str | None, current_pick: str | None) -> dict:
@@ -230,10 +225,7 @@ def upload_checkpoint(file: dict | None, current_model: str | None) -> dict:
     try:
         entry = catalogue.add_upload(read(file), os.path.basename(file.get("orig_name") or read(file)))
     except Exception as exc:
-        text = message(exc, "adding the checkpoint")
-        gr.Warning(text)
-        return out(upload_status=f"⚠️ Refused: {text}")
-    gr.Info(f"Added {entry.key}")
+        return out(upload_status=f"⚠️ Refused: {message(exc, 'adding the checkpoint')}")
     return out(upload_status=f"✅ Added **{entry.key}** ({entry.arch}); it is now in the Draw tab's model picker.",
                models_table=figures.models_table(catalogue.entries()), pick=download_dropdown(entry.key),
                model=model_dropdown(current_model))

@@ -38,22 +38,25 @@ LOADED_MAX_S = 600  # the load lasts as long as the training under it, up to thi
 STROKE_S = 1.0  # a person drawing sends at most about one stroke a second
 
 
-def start_server(runs: Path) -> tuple[subprocess.Popen, str]:
+def start_server(runs: Path, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`python app.py` on 127.0.0.1 and a free port, once it serves; its stderr goes to `log` if given."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), MNIST_DEMO_RUNS=str(runs))
+    env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), MNIST_DEMO_RUNS=str(runs),
+               GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=log.open("w") if log else subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
-    for _ in range(300):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            urllib.request.urlopen(url + "gradio_api/info", timeout=1)
+            urllib.request.urlopen(url + "gradio_api/info", timeout=2)
             return proc, url
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("app did not start")
+    raise RuntimeError(f"app.py did not serve (its log: {log})")
 
 
 def rss_mb(pid: int) -> float:
