@@ -113,7 +113,7 @@ def model_dropdown(current: str | None = None, **layout) -> gr.Dropdown:
 
 # Train tab
 
-def recipe(arch: str, device: str = "auto") -> dict:
+def fill_recipe(arch: str, device: str = "auto") -> dict:
     """Choosing an architecture or a device loads its tuned recipe, so the defaults always train well."""
     cfg = TrainConfig.for_arch(arch, device=device)
     info = {a["name"]: a["description"] for a in api.list_architectures()}.get(arch, "")
@@ -380,7 +380,7 @@ def wire_train(demo: gr.Blocks) -> None:
                          api_visibility="private")
     recipe_outputs = [ui[k] for k in (*RECIPE_FIELDS, "arch_info", "smoothing")]
     for trigger in (ui["arch"].input, ui["device"].input, demo.load):
-        trigger(recipe, [ui["arch"], ui["device"]], recipe_outputs, api_visibility="private")
+        trigger(fill_recipe, [ui["arch"], ui["device"]], recipe_outputs, api_visibility="private")
     for button, fn, name in ((ui["train"], train, "train"), (ui["overfit"], sanity_check, "sanity_check")):
         started = button.click(start_run, ui["result"], [ui["status"], ui["train"], ui["overfit"], ui["headline"]],
                                api_visibility="private")

@@ -275,7 +275,7 @@ def test_ui_handlers_turn_bad_uploads_into_messages(app_url, tmp_path):
 def test_the_train_tab_fills_in_the_recipe_of_the_chosen_device(app_url, monkeypatch, device):
     # CUDA faked as available, so that "auto" must switch to the GPU recipe on any machine.
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    shown = app.recipe("cnn", device)
+    shown = app.fill_recipe("cnn", device)
     expected = TrainConfig.for_arch("cnn", device=device)
     assert {name: shown[app.ui[name]] for name in app.RECIPE_FIELDS} == {
         name: getattr(expected, name) for name in app.RECIPE_FIELDS}
