@@ -143,7 +143,7 @@ def run(settings: dict, request: gr.Request | None, sanity: bool = False):
     except Exception as exc:  # the message stays in the status line; gr.Error also tells API clients
         trainers.sessions.forget(session(request))
         text = message(exc, "training")
-        yield out(status=f"⚠️ {text}")
+        yield out(status=f"⚠️ {text}", progress=LiveRun("", 0, detail="did not finish").progress_html())
         raise gr.Error(text, visible=False) from None  # for API clients: the page already shows it
 
 

@@ -27,8 +27,8 @@ def csv_file(path, mnist, rows: int = 300, bad_cell: bool = False):
     return path
 
 
-def ends_usable(page, message) -> None:
-    """The error is told in the status line (not only a toast that fades) and every button works again."""
+def ends_usable(page, message, name: str) -> None:
+    """The error is told in the status line (not a toast that fades) and every button works again; screenshot."""
     from playwright.sync_api import expect
 
     status = page.locator("#train-status textarea")
@@ -37,6 +37,8 @@ def ends_usable(page, message) -> None:
     for button in ("#train-btn", "#overfit-btn", "#stop-btn"):
         expect(page.locator(button)).to_be_enabled(timeout=10000)
     expect(page.locator("#headline")).to_contain_text("This run did not finish")
+    expect(page.locator("#progress")).to_contain_text("did not finish")
+    screenshot(page, name)
     page.locator("#stop-btn").click()  # Stop after an error answers, and says there is nothing to stop
     expect(status).to_have_value("Nothing to stop.")
 
@@ -51,9 +53,8 @@ def test_a_bad_learning_rate_is_explained_and_train_works_again(page, lr, messag
     choose(page, "device", re.compile("^cpu$"))
     page.locator("#lr input").fill(lr)
     page.locator("#train-btn").click()
-    ends_usable(page, message)
+    ends_usable(page, message, f"error-lr-{lr}")
     expect(page.locator("#lr input")).to_have_value(lr)  # the settings are kept
-    screenshot(page, f"error-lr-{lr}")
     # The same tab, without a reload, trains once the learning rate is good again.
     page.locator("#lr input").fill(str(TrainConfig.for_arch("cnn", device="cpu").lr))
     page.locator("#subset input").fill("3000")
@@ -67,12 +68,11 @@ def test_csv_upload_without_a_file_or_with_a_text_cell(page, mnist, tmp_path):
     page.locator("#dataset").get_by_text("CSV upload").click()
     choose(page, "arch", re.compile(r"^logreg"))
     page.locator("#train-btn").click()
-    ends_usable(page, re.compile(r"Choose a CSV file first"))
+    ends_usable(page, re.compile(r"Choose a CSV file first"), "error-csv-missing")
     page.locator("#csv input[type=file]").set_input_files(str(csv_file(tmp_path / "bad.csv", mnist, bad_cell=True)))
     expect(page.locator("#csv")).to_contain_text("bad.csv")
     page.locator("#overfit-btn").click()  # the sanity check reads the same file and says what is wrong with it
-    ends_usable(page, re.compile(r"bad\.csv: row 2, column 'pixel\d+': 'oops' is not a number"))
-    screenshot(page, "error-csv")
+    ends_usable(page, re.compile(r"bad\.csv: row 2, column 'pixel\d+': 'oops' is not a number"), "error-csv")
     page.locator("#dataset").get_by_text("MNIST", exact=True).click()  # the settings kept, the tab trains again
     page.locator("#subset input").fill("3000")
     page.locator("#train-btn").click()
