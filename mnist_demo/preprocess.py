@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -46,7 +45,7 @@ def _open(path: str | os.PathLike) -> Image.Image:
         img.draft("L", (MAX_SIDE, MAX_SIDE))  # JPEGs decode straight to a small size
         img.load()
     except FileNotFoundError:
-        raise ImageError(f"no such file: {Path(path).name}") from None
+        raise ImageError("no such file") from None
     except UnidentifiedImageError:
         raise ImageError("this file is not an image that can be read; try a PNG or JPEG") from None
     except Image.DecompressionBombError:

@@ -68,3 +68,10 @@ def test_predict_unreadable_image(tmp_path):
     bad.write_bytes(b"nope")
     code, _, err = cli("predict", LOGREG, str(bad))
     assert code == 1 and "not an image" in err
+
+
+def test_predict_a_missing_file_names_it_once(capsys):
+    from mnist_demo.__main__ import main
+
+    assert main(["predict", "checkpoints/cnn.safetensors", "no_such.png"]) == 1
+    assert capsys.readouterr().err.strip() == "error: no_such.png: no such file"
