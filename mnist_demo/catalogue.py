@@ -74,7 +74,7 @@ class Catalogue:
     def __init__(self, shipped: str | os.PathLike | None = None, runs: str | os.PathLike | None = None,
                  cache: ClassifierCache | None = None) -> None:
         self._shipped, self._runs = shipped, runs
-        self.cache = cache or ClassifierCache()
+        self.cache = cache if cache is not None else ClassifierCache()  # an empty cache is falsy (it has a len)
 
     @property
     def shipped_dir(self) -> Path:
@@ -135,9 +135,10 @@ class Catalogue:
         return entry, self.cache.get(entry.path)
 
     def answers(self, prepared: Prepared, entries: list[ModelEntry]) -> list[tuple[ModelEntry, Prediction | None]]:
-        """Every model's prediction for one input; None for a model that cannot be loaded (it is listed anyway)."""
+        """The first `cache.size` models' predictions for one input (bundled, then the newest runs); None for a model
+        that cannot be loaded. More would evict each other from the cache and reload on every stroke."""
         found = []
-        for entry in entries:
+        for entry in entries[:self.cache.size]:
             try:
                 found.append((entry, self.cache.get(entry.path).predict(prepared)))
             except (CheckpointError, OSError):

@@ -180,3 +180,16 @@ def test_answers_list_an_unreadable_model_with_none(dirs):
     assert set(answers) == {"good", "broken"}
     assert answers["broken"] is None
     assert answers["good"].probabilities.shape == (10,) and answers["good"].label is not None
+
+
+def test_the_comparison_stops_at_the_cache_size_so_strokes_never_reload_models(tmp_path):
+    shipped, runs = tmp_path / "shipped", tmp_path / "runs"
+    shipped.mkdir()
+    runs.mkdir()
+    cat = Catalogue(shipped, runs, cache=ClassifierCache(size=2))
+    for name in ("a", "b", "c"):
+        save_checkpoint(create_model("logreg"), runs / f"{name}.safetensors", arch="logreg", dataset="mnist",
+                        normalisation=(0.1307, 0.3081))
+    entries = cat.entries()
+    answers = cat.answers(Prepared(np.zeros((28, 28), np.float32)), entries)
+    assert [e.key for e, _ in answers] == [e.key for e in entries[:2]] and len(cat.cache) == 2
