@@ -12,7 +12,7 @@ import gradio as gr  # noqa: E402
 
 from mnist_demo import api, figures, theme  # noqa: E402
 from mnist_demo.catalogue import Catalogue  # noqa: E402
-from mnist_demo.data import dataset_title, offline_datasets  # noqa: E402
+from mnist_demo.data import CLASS_NAMES, dataset_title, offline_datasets  # noqa: E402
 from mnist_demo.errors import BLANK_CANVAS, message  # noqa: E402
 from mnist_demo.live_run import LiveRun  # noqa: E402
 from mnist_demo.preprocess import Prepared, prepare  # noqa: E402
@@ -22,6 +22,7 @@ from mnist_demo.trainers import Trainers, device_key  # noqa: E402
 CANVAS = 280  # drawing surface in pixels: 10× MNIST, so the brush maps to MNIST-like strokes
 BRUSH_RADIUS = 11  # a 22 px stroke is ~2.2 px once the digit is fitted into MNIST's 20 px box
 RECIPE_FIELDS = ["optimizer", "lr", "batch_size", "epochs", "augment"]
+ARCHITECTURES = {a["name"]: a for a in api.list_architectures()}  # built once: counting parameters builds each model
 
 catalogue = Catalogue()
 trainers = Trainers()
@@ -116,7 +117,7 @@ def model_dropdown(current: str | None = None, **layout) -> gr.Dropdown:
 def fill_recipe(arch: str, device: str = "auto") -> dict:
     """Choosing an architecture or a device loads its tuned recipe, so the defaults always train well."""
     cfg = TrainConfig.for_arch(arch, device=device)
-    info = {a["name"]: a["description"] for a in api.list_architectures()}.get(arch, "")
+    info = ARCHITECTURES.get(arch, {}).get("description", "")
     return out(**{name: getattr(cfg, name) for name in RECIPE_FIELDS}, arch_info=f"*{info}*",
                smoothing=figures.smoothing_note(cfg.label_smoothing))
 
@@ -137,7 +138,7 @@ def start_run(result: dict | None, request: gr.Request) -> dict:
 def run(settings: dict, request: gr.Request | None, sanity: bool = False):
     try:
         cfg = api.run_config({**settings, "csv_file": read(settings["csv_file"])}, sanity)
-        for view in trainers.run(cfg, session(request), overfit=cfg.overfit):
+        for view in trainers.run(cfg, session(request)):
             # The last real run's results stay in state until this run has results of its own.
             yield out(**{k: v for k, v in view.items() if v is not None or k != "result"})
     except Exception as exc:  # the message stays in the status line; gr.Error also tells API clients
@@ -178,7 +179,7 @@ def show_results(summary: dict | None, result: dict | None, current_model: str |
     if not result or not summary or "sanity_check" in summary:
         return {**lists, **out(headline="A sanity check trains on a few images only, so it has no test results: "
                                         "its outcome is in the status line above." + still_shown(result))}
-    classes, named = result["classes"], result["classes"] != [str(d) for d in range(10)]
+    classes, named = result["classes"], result["classes"] != CLASS_NAMES["mnist"]
     return {**lists, **out(
         headline=f"### Test accuracy: {result['accuracy']:.2%} ({len(result['true']):,} test images, "
                  f"{result['errors']:,} mistakes)",
@@ -268,7 +269,7 @@ def build_settings() -> None:
     ui["dataset"] = gr.Radio(choices, value="mnist", label="Dataset", elem_id="dataset")
     ui["csv_file"] = gr.File(label="CSV file: label + 784 pixel columns (0-255), like Kaggle's train.csv",
                              file_types=[".csv"], type="filepath", visible=False, elem_id="csv")
-    archs = [(f"{a['name']} — {a['params']:,} params", a["name"]) for a in api.list_architectures()]
+    archs = [(f"{name} — {a['params']:,} params", name) for name, a in ARCHITECTURES.items()]
     ui["arch"] = gr.Dropdown(archs, value="cnn", label="Architecture", elem_id="arch")
     ui["arch_info"] = gr.Markdown()
     # Recipe-dependent settings start empty (so the API's default is "the recipe") and are filled with the
@@ -430,9 +431,8 @@ def build_demo() -> gr.Blocks:
         # Other sessions may have trained or uploaded models since the server started or the tab was last seen.
         draw_tab.select(model_dropdown, ui["model"], ui["model"], api_visibility="private")
         demo.load(None, None, None, js=theme.page_script())
-        demo.load(refresh_on_load, [ui["model"], ui["pick"]], [ui[k] for k in ("model", "models_table", "pick",
-                                                                              "model_file")],
-                  api_visibility="private")
+        lists = [ui[k] for k in ("model", "models_table", "pick", "model_file")]
+        demo.load(refresh_on_load, [ui["model"], ui["pick"]], lists, api_visibility="private")
     return demo.queue(max_size=64, default_concurrency_limit=4)
 
 

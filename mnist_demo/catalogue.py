@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .api import runs_dir
-from .checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint, require_safetensors
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_dir,
+    classes_of,
+    list_checkpoints,
+    load_checkpoint,
+    require_safetensors,
+)
 from .inference import Classifier, Prediction
 from .preprocess import Prepared
 
@@ -29,6 +36,10 @@ class ModelEntry:
     @property
     def accuracy(self) -> float | None:
         return (self.meta.get("metrics") or {}).get("test_accuracy")
+
+    @property
+    def classes(self) -> list[str]:
+        return classes_of(self.meta)
 
     @property
     def arch(self) -> str:

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import nn
 
+from .data import CLASS_NAMES
 from .errors import UserError
 from .models import count_params, create_model, model_names
 
@@ -44,7 +45,12 @@ class Checkpoint:
 
     @property
     def classes(self) -> list[str]:
-        return self.meta.get("classes") or [str(d) for d in range(10)]
+        return classes_of(self.meta)
+
+
+def classes_of(meta: dict) -> list[str]:
+    """A checkpoint's class names; older checkpoints without them are digit models."""
+    return meta.get("classes") or CLASS_NAMES["mnist"]
 
 
 def checkpoint_dir(directory: str | os.PathLike | None = None) -> Path:
@@ -75,7 +81,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str, dat
         raise CheckpointError("refusing to save a model with NaN or infinite weights")
     meta = {
         "format": FORMAT, "arch": arch, "dataset": dataset, "normalisation": list(normalisation),
-        "classes": classes or [str(d) for d in range(10)], "config": config or {}, "metrics": metrics or {},
+        "classes": classes or CLASS_NAMES["mnist"], "config": config or {}, "metrics": metrics or {},
         "params": count_params(model), "train_time_s": train_time_s, "device": device,
         "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -71,8 +71,7 @@ def comparison(answers: list[tuple[ModelEntry, Prediction | None]], selected: st
     """Every model's answer to the same input, the selected one marked ▶."""
     rows = []
     for entry, pred in answers:
-        classes = entry.meta.get("classes") or [str(d) for d in range(10)]
-        answer = "unreadable" if pred is None else ("—" if pred.label is None else classes[pred.label])
+        answer = "unreadable" if pred is None else ("—" if pred.label is None else entry.classes[pred.label])
         confidence = percent(pred.confidence) if pred is not None and pred.label is not None else "—"
         rows.append({"model": ("▶ " if entry.key == selected else "") + entry.key, "answer": answer,
                      "confidence": confidence})

@@ -92,40 +92,34 @@ class Trainers:
     def worker(self, device: str = "auto") -> Worker:
         return self._workers[device_key(device)]
 
-    def run(self, cfg: TrainConfig, session: str, overfit: int | None = None) -> Iterator[dict]:
+    def run(self, cfg: TrainConfig, session: str) -> Iterator[dict]:
         """Views of the run as it goes (LiveRun.view()), the last one with the summary; errors are UserErrors."""
         with self.sessions.claim(session) as control:
             data = dataset_title(cfg.dataset)
-            title = f"Sanity check: {cfg.arch} memorising {overfit} {data} images" if overfit else \
-                f"Training {cfg.arch} on {data}"
-            live = LiveRun(title,
-                           cfg.epochs, overfit=overfit, status="Waiting for the trainer…")
-            if control.stop.is_set():
+            title = (f"Sanity check: {cfg.arch} memorising {cfg.overfit} {data} images" if cfg.overfit
+                     else f"Training {cfg.arch} on {data}")
+            live = LiveRun(title, cfg.epochs, overfit=cfg.overfit, status="Waiting for the trainer…")
+            device = device_key(cfg.device)
+            lock, acquired = self._locks[device], False
+            while not control.stop.is_set() and not (acquired := lock.acquire(timeout=0.5)):
+                live.status = f"Waiting: another run is using {device}…"
+                yield live.view()
+            if not acquired:  # Stop pressed while this session waited in line
                 live.status = "Stopped before it started."
                 yield live.view()
                 return
-            device = device_key(cfg.device)
-            lock = self._locks[device]
-            while not lock.acquire(timeout=0.5):
-                if control.stop.is_set():
-                    live.status = "Stopped before it started."
-                    yield live.view()
-                    return
-                live.status = f"Waiting: another run is using {device}…"
-                yield live.view()
             try:
-                yield from self._stream(cfg, live, control, device, overfit)
+                yield from self._stream(cfg, live, control, device)
             finally:
                 lock.release()
 
-    def _stream(self, cfg: TrainConfig, live: LiveRun, control: RunControl, device: str,
-                overfit: int | None) -> Iterator[dict]:
+    def _stream(self, cfg: TrainConfig, live: LiveRun, control: RunControl, device: str) -> Iterator[dict]:
         # A sanity-check model is useless for drawing, so it goes to a scratch folder, not the model list.
-        scratch = tempfile.TemporaryDirectory(prefix="overfit-") if overfit else contextlib.nullcontext()
+        scratch = tempfile.TemporaryDirectory(prefix="overfit-") if cfg.overfit else contextlib.nullcontext()
         with scratch as tmp:
             live.status = f"{live.title}: starting on {device}…"
             yield live.view()
-            out = Path(tmp) / "overfit.safetensors" if overfit else api.checkpoint_path(cfg)
+            out = Path(tmp) / "overfit.safetensors" if cfg.overfit else api.checkpoint_path(cfg)
             records = self._workers[device].train(cfg, out=out, should_stop=control.stop.is_set)
             with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
                 last_ui = 0.0

@@ -224,7 +224,7 @@ def test_a_second_run_on_the_same_device_waits_and_can_be_stopped_while_waiting(
 def test_a_sanity_check_trains_in_a_scratch_folder(runs):
     trainers = Trainers(worker=FakeWorker)
     cfg = api.make_sanity_config(arch="logreg", device="cpu")
-    views = list(trainers.run(cfg, "A", overfit=cfg.overfit))
+    views = list(trainers.run(cfg, "A"))
     [(_, out)] = trainers.worker("cpu").calls
     assert out.parent != runs and not out.parent.exists()  # scratch, and gone afterwards
     final = views[-1]
