@@ -41,7 +41,7 @@ checkpoints: $(STAMP)
 	$(BIN)/python -m mnist_demo train --arch mlp-128-64 --out checkpoints/mlp-128-64.safetensors
 	$(BIN)/python -m mnist_demo train --arch mlp-392-196-98 --out checkpoints/mlp-392-196-98.safetensors
 	$(BIN)/python -m mnist_demo train --arch cnn-examples --out checkpoints/cnn-examples.safetensors
-	$(BIN)/python -m mnist_demo train --arch cnn --epochs 15 --augment --batch-size 128 --lr 0.1 --out checkpoints/cnn.safetensors
+	$(BIN)/python -m mnist_demo train --arch cnn --epochs 15 --augment --clean-tail 0.1 --batch-size 128 --lr 0.1 --out checkpoints/cnn.safetensors
 	$(BIN)/python -m mnist_demo train --arch cnn-deep --out checkpoints/cnn-deep.safetensors
 
 bench: $(STAMP)

@@ -94,16 +94,17 @@ def _block(c_in: int, c_out: int, depth: int = 1) -> list[nn.Module]:
     return layers
 
 
-@register("cnn", "Compact fast CNN (default): 3 blocks of conv, max-pool, BatchNorm, ReLU (24/48/96), linear head")
+@register("cnn", "Compact fast CNN (default): 3 blocks of conv, max-pool, BatchNorm, ReLU (16/32/64), linear head")
 def cnn() -> nn.Module:
     # Pool in every block so the wide layers run on 14×14 and 7×7 maps: that is where CPU time goes.
-    # A flatten head beat global pooling on 1-epoch accuracy at the same speed.
-    return nn.Sequential(*_block(1, 24), *_block(24, 48), *_block(48, 96), nn.Flatten(), nn.Linear(96 * 3 * 3, 10))
+    # A flatten head beat global pooling on 1-epoch accuracy at the same speed. 16/32/64 channels trained one epoch
+    # 1.7× faster than 24/48/96 limited to AVX2 (99.08–99.17% over 5 seeds against 99.2–99.3%).
+    return nn.Sequential(*_block(1, 16), *_block(16, 32), *_block(32, 64), nn.Flatten(), nn.Linear(64 * 3 * 3, 10))
 
 
-@register("cnn-deep", "Deeper cnn: a second conv-BN-ReLU in blocks 2 and 3; its recipe: 99.7% in ~4 min on 2 cores")
+@register("cnn-deep", "Wider, deeper cnn: 24/48/96, two convs in blocks 2 and 3; 99.7% in ~4 min on 2 cores")
 def cnn_deep() -> nn.Module:
-    # The extra layers run on 7×7 and 3×3 maps: 30 augmented epochs took 252 s against cnn's 197 s on 2 CPU cores,
+    # The extra layers run on 7×7 and 3×3 maps: 30 augmented epochs took 252 s against 197 s without them (2 cores),
     # and 99.7% against 99.6%. One more in block 1 (on 14×14) took 292 s and was no more accurate.
     return nn.Sequential(*_block(1, 24), *_block(24, 48, depth=2), *_block(48, 96, depth=2),
                          nn.Flatten(), nn.Linear(96 * 3 * 3, 10))

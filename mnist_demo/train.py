@@ -76,7 +76,9 @@ RECIPES: dict[str, dict] = {
     "mlp-128-64": dict(_ADAM, epochs=20),
     "mlp-392-196-98": dict(_ADAM, epochs=20),
     "cnn-examples": dict(epochs=4),
-    "cnn": dict(epochs=1),
+    # One epoch on 59,000 images: the 1,000-image validation pass costs ~0.1 s where 10,000 cost ~0.6 s, and the extra
+    # 9,000 training images kept 99.1% for the leaner cnn.
+    "cnn": dict(epochs=1, val_fraction=1 / 60),
     # The best recipe (99.7% in ~4 minutes on 2 CPU cores): 59,000 training images, batch 128, 30 augmented epochs
     # of which the last 3 see unwarped images, like the test set.
     "cnn-deep": dict(epochs=30, batch_size=128, augment=True, clean_tail=0.1, val_fraction=1 / 60),

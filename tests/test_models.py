@@ -13,7 +13,7 @@ EXPECTED_PARAMS = {  # worked out by hand from the layer sizes in the tutorials
     "mlp-392-196-98": (784 * 392 + 392) + (392 * 196 + 196) + (196 * 98 + 98) + (98 * 10 + 10),
     "cnn-examples": (32 * 9 + 32) + (64 * 32 * 9 + 64) + (9216 * 128 + 128) + (128 * 10 + 10),
     # bias-free convolutions, each followed by a BatchNorm with weight and bias
-    "cnn": (24 * 9 + 48) + (48 * 24 * 9 + 96) + (96 * 48 * 9 + 192) + (864 * 10 + 10),
+    "cnn": (16 * 9 + 32) + (32 * 16 * 9 + 64) + (64 * 32 * 9 + 128) + (576 * 10 + 10),
     "cnn-deep": (24 * 9 + 48) + (48 * 24 * 9 + 96) + (48 * 48 * 9 + 96) + (96 * 48 * 9 + 192) + (96 * 96 * 9 + 192)
     + (864 * 10 + 10),
 }
