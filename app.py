@@ -1,7 +1,11 @@
 """Gradio app: the Draw, Train and Models tabs, as layout and event wiring over the mnist_demo library."""
 
+import copy
+import hashlib
+import html
 import inspect
 import os
+import tempfile
 from pathlib import Path
 
 # Gradio recomputes a pandas summary of its last 10,000 events after every event, for its monitoring page; at 50-80
@@ -10,10 +14,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 
 import gradio as gr  # noqa: E402
 
-from mnist_demo import api, figures, theme  # noqa: E402
+from mnist_demo import api, examples, figures, theme  # noqa: E402
 from mnist_demo.catalogue import Catalogue  # noqa: E402
 from mnist_demo.data import CLASS_NAMES, dataset_title, offline_datasets  # noqa: E402
 from mnist_demo.errors import BLANK_CANVAS, message  # noqa: E402
+from mnist_demo.inside import look_inside  # noqa: E402
 from mnist_demo.live_run import LiveRun  # noqa: E402
 from mnist_demo.preprocess import Prepared, prepare  # noqa: E402
 from mnist_demo.train import OPTIMIZERS, TrainConfig, available_devices  # noqa: E402
@@ -23,6 +28,7 @@ CANVAS = 280  # drawing surface in pixels: 10× MNIST, so the brush maps to MNIS
 BRUSH_RADIUS = 11  # a 22 px stroke is ~2.2 px once the digit is fitted into MNIST's 20 px box
 RECIPE_FIELDS = ["optimizer", "lr", "batch_size", "epochs", "augment"]
 ARCHITECTURES = {a["name"]: a for a in api.list_architectures()}  # built once: counting parameters builds each model
+INSIDE_EMPTY = "<p>Draw a digit (or upload one) to see what happens inside the model.</p>"
 
 catalogue = Catalogue()
 trainers = Trainers()
@@ -93,6 +99,22 @@ def on_model_change(last: tuple | None, model: str | None) -> dict:
     return draw_view(prepared, source, model)
 
 
+def inside_view(last: tuple | None, model: str | None, shown: bool) -> str:
+    """Look inside: the selected model's layers and weights for the last input, computed only while it is open."""
+    if not shown:
+        return gr.skip()
+    prepared = (last or (Prepared(None, BLANK_CANVAS),))[0]
+    if prepared.blank:
+        return INSIDE_EMPTY
+    try:
+        _, clf = catalogue.classifier(model)
+        # A private copy: the hooks that read its layers would also see other requests' passes on the shared model.
+        pictures = look_inside(copy.deepcopy(clf.model), clf.tensor(prepared.digit), clf.classes)
+    except Exception as exc:
+        return f"<p>⚠️ {html.escape(message(exc, 'looking inside the model'))}</p>"
+    return figures.pictures_html(pictures)
+
+
 def classify(image: dict | None, model: str | None = "") -> dict[str, float] | None:
     """API: an image file → {class: probability}; a blank image → empty."""
     if not image:
@@ -110,6 +132,85 @@ def model_dropdown(current: str | None = None, **layout) -> gr.Dropdown:
     entries = catalogue.entries()
     value = current if current in {e.key for e in entries} else catalogue.default_key(entries)
     return gr.Dropdown([(e.label, e.key) for e in entries], value=value, **layout)
+
+
+# Teaching: the session's own examples, and a model taught them
+
+DIGITS = CLASS_NAMES["mnist"]
+EXAMPLES_DIR = Path(tempfile.mkdtemp(prefix="mnist-demo-examples-"))  # each session's CSV for download
+
+
+def examples_view(ex, note: str, taught: dict | None = None) -> dict:
+    """The examples gallery (after teaching: each one's answer before → after), its CSV and a note."""
+    csv = None
+    if len(ex):
+        # Named by content: sessions never share a file unless they hold the very same examples.
+        folder = EXAMPLES_DIR / hashlib.sha1(ex.images.numpy().tobytes() + ex.labels.numpy().tobytes()).hexdigest()
+        folder.mkdir(exist_ok=True)
+        csv = str(examples.to_csv(ex, folder / "my-digits.csv"))
+    return out(examples=ex, examples_gallery=figures.examples_gallery(ex, DIGITS, taught), examples_csv=csv,
+               teach_status=note, remove=gr.Button(interactive=False), selected=None)
+
+
+def keep_example(last: tuple | None, label: str | None, ex) -> dict:
+    """"Wrong? It's a …": the 28×28 the model saw joins the examples with the right label."""
+    if label is None:
+        return {}
+    prepared = (last or (Prepared(None, BLANK_CANVAS),))[0]
+    try:
+        ex = examples.add(ex, prepared.digit, label, DIGITS)
+    except Exception as exc:
+        return {**out(teach_status=f"⚠️ {message(exc, 'keeping the example')}"), ui["correct"]: None}
+    return {**examples_view(ex, figures.examples_note(ex, DIGITS)), ui["correct"]: None}
+
+
+def correct_api(image: dict | None, label: str, ex) -> tuple:
+    """API: an image file and its right label join this session's examples; returns how many there are."""
+    try:
+        prepared = prepare(read(image))
+        ex = examples.add(ex, prepared.digit, label, DIGITS)
+    except Exception as exc:
+        raise gr.Error(message(exc, "keeping the example")) from None
+    return ex, figures.examples_note(ex, DIGITS)
+
+
+def select_example(evt: gr.SelectData) -> dict:
+    return out(selected=evt.index, remove=gr.Button(interactive=True))
+
+
+def remove_example(ex, index: int | None) -> dict:
+    if index is None:
+        return {}
+    ex = examples.remove(ex, index)
+    return examples_view(ex, figures.examples_note(ex, DIGITS))
+
+
+def upload_examples(file: dict | None, ex) -> dict:
+    try:
+        ex = examples.join(ex, examples.from_csv(read(file)))
+    except Exception as exc:
+        return out(teach_status=f"⚠️ {message(exc, 'reading the examples')}")
+    return examples_view(ex, figures.examples_note(ex, DIGITS))
+
+
+def teach(ex, model: str | None, name: str | None, request: gr.Request | None = None):
+    """API: fine-tune the model on this session's examples (with replayed MNIST); streams progress, then the new
+    model joins the picker as <model>+you (or the given name) and is selected."""
+    try:
+        entry = catalogue.find(model or None)
+        for view in trainers.teach(entry.path, ex, session(request), name=(name or "").strip() or None):
+            yield out(teach_progress=view["progress"], teach_status=view["status"])
+    except Exception as exc:
+        text = message(exc, "teaching")
+        yield out(teach_status=f"⚠️ {text}", teach_progress="")
+        raise gr.Error(text, visible=False) from None
+    saved = view["saved"]
+    if saved is None:
+        yield out(teach_status=view["status"])
+        return
+    key = Path(saved["path"]).stem
+    yield {**examples_view(ex, figures.taught_note(saved, entry.key, key), saved["taught"]),
+           **out(model=model_dropdown(key))}
 
 
 # Train tab
@@ -135,11 +236,16 @@ def start_run(result: dict | None, request: gr.Request) -> dict:
                headline="Training… this run's test results appear here when it ends." + still_shown(result))
 
 
-def run(settings: dict, request: gr.Request | None, sanity: bool = False):
+def run(settings: dict, request: gr.Request | None, sanity: bool = False, last: tuple | None = None):
+    drawing = last[0].digit if last else None  # Draw's digit, if any: its probabilities show as the model learns
     try:
         cfg = api.run_config({**settings, "csv_file": read(settings["csv_file"])}, sanity)
-        for view in trainers.run(cfg, session(request)):
-            # The last real run's results stay in state until this run has results of its own.
+        shown = None
+        for view in trainers.run(cfg, session(request), drawing=drawing, watch=True):
+            # The last real run's results stay in state until this run has results of its own; the grid of
+            # watched digits is sent only when a new snapshot redrew it.
+            grid = view["watch_grid"]
+            view["watch_grid"], shown = (gr.skip() if grid is not None and grid is shown else grid), grid
             yield out(**{k: v for k, v in view.items() if v is not None or k != "result"})
     except Exception as exc:  # the message stays in the status line; gr.Error also tells API clients
         trainers.sessions.forget(session(request))
@@ -153,8 +259,8 @@ def train_endpoint(sanity: bool, doc: str):
     def endpoint(dataset: str = "mnist", csv_file: str | None = None, arch: str = "cnn", device: str = "auto",
                  optimizer: str | None = None, lr: float | None = None, batch_size: float | None = None,
                  epochs: float | None = None, subset: float | None = 0, augment: bool = False,
-                 seed: float | None = 0, request: gr.Request = None):
-        yield from run({k: v for k, v in locals().items() if k in SETTINGS}, request, sanity)
+                 seed: float | None = 0, last: tuple | None = None, request: gr.Request = None):
+        yield from run({k: v for k, v in locals().items() if k in SETTINGS}, request, sanity, last)
 
     endpoint.__doc__ = doc
     return endpoint
@@ -162,7 +268,8 @@ def train_endpoint(sanity: bool, doc: str):
 
 train = train_endpoint(False, "API: train a model; streams progress, ends with the checkpoint and its test accuracy.")
 sanity_check = train_endpoint(True, "API: can these settings memorise a few images? If not: a bug or a bad lr.")
-SETTINGS = [name for name in inspect.signature(train).parameters if name != "request"]  # in the API's order
+# In the API's order; `last` (Draw's input, a gr.State) is not part of the API.
+SETTINGS = [name for name in inspect.signature(train).parameters if name not in ("last", "request")]
 
 
 def stop(request: gr.Request) -> str:
@@ -245,6 +352,8 @@ def build_draw_tab() -> None:
         with gr.Column(scale=4, min_width=260):
             ui["verdict"] = gr.Markdown(BLANK_CANVAS, elem_id="verdict")
             ui["probs"] = gr.Label(num_top_classes=10, label="Probabilities", elem_id="probs")
+            ui["correct"] = gr.Radio(DIGITS, label="Wrong? It's a… (keeps this drawing as an example to teach)",
+                                     elem_id="correct")
         with gr.Column(scale=3, min_width=200):
             # PNG, not Gradio's default lossy WebP: the model's pixels arrive exactly, and cheaper to encode.
             shown = dict(interactive=False, height=240, buttons=[], format="png")
@@ -260,7 +369,33 @@ def build_draw_tab() -> None:
         with gr.Column(scale=2):
             ui["upload"] = gr.Image(label="…or upload an image of a digit (any colours, any size)", type="filepath",
                                     sources=["upload", "clipboard"], elem_id="upload", height=220)
-    ui["last"] = gr.State(None)
+    build_teach_panel()
+    with gr.Accordion("Look inside the model", open=False, elem_id="inside") as ui["inside"]:
+        ui["inside_view"] = gr.HTML(INSIDE_EMPTY, elem_id="inside-view")
+    ui["last"], ui["inside_shown"] = gr.State(None), gr.State(False)
+
+
+def build_teach_panel() -> None:
+    with gr.Accordion("Teach it your handwriting", open=True, elem_id="teach"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                ui["examples_gallery"] = gr.Gallery(label="Your examples (click one to remove it)", columns=10,
+                                                    height="auto", elem_id="examples", object_fit="contain",
+                                                    allow_preview=False)
+                with gr.Row():
+                    ui["remove"] = gr.Button("Remove the selected example", size="sm", interactive=False,
+                                             elem_id="remove-example")
+                    ui["examples_csv"] = gr.DownloadButton("Download them (CSV)", size="sm", elem_id="examples-csv")
+                    ui["examples_upload"] = gr.UploadButton("Add from a CSV", file_types=[".csv"], size="sm",
+                                                            elem_id="examples-upload")
+            with gr.Column(scale=2, min_width=260):
+                ui["teach_name"] = gr.Textbox(label="Name for the taught model (empty: <model>+you)",
+                                              elem_id="teach-name", max_length=60)
+                ui["teach_btn"] = gr.Button("Teach the selected model my examples", variant="primary",
+                                            elem_id="teach-btn")
+                ui["teach_progress"] = gr.HTML(elem_id="teach-progress")
+        ui["teach_status"] = gr.Markdown(figures.examples_note(examples.empty(), DIGITS), elem_id="teach-status")
+    ui["examples"], ui["selected"] = gr.State(examples.empty()), gr.State(None)
 
 
 def build_settings() -> None:
@@ -308,6 +443,13 @@ def build_train_tab() -> None:
                                               show_label=False, elem_id="loss-plot", height=250, min_width=260)
                 with gr.Column(min_width=260):
                     ui["acc_plot"] = gr.HTML(live["acc_plot"], elem_id="acc-plot")
+            gr.Markdown("**Watch it learn:** the model's current guess on 30 test digits (✓ right, ✗ wrong), and on "
+                        "your drawing from the Draw tab, if there is one.", elem_id="watch-help")
+            with gr.Row(equal_height=False, elem_id="watch"):
+                ui["watch_grid"] = gr.Image(show_label=False, elem_id="watch-grid", interactive=False, format="png",
+                                            buttons=[], min_width=300, scale=3)
+                ui["watch_probs"] = gr.Label(show_label=False, num_top_classes=3, elem_id="watch-probs",
+                                             min_width=160, scale=1)
             ui["smoothing"] = gr.Markdown(elem_id="smoothing-note")
             ui["epoch_table"] = gr.Dataframe(live["epoch_table"], label="Epochs", elem_id="epoch-table",
                                              interactive=False, max_height=200)
@@ -359,12 +501,22 @@ def wire_draw() -> None:
     fast = dict(concurrency_id="classify", concurrency_limit=4, show_progress="hidden")
     # Exactly one listener reads the sketchpad: a second one would find its uploaded strokes already consumed.
     # A stroke also empties the upload box (in the browser), so the verdict never concerns a picture still shown.
-    ui["sketch"].change(draw, [ui["sketch"], ui["model"]], views, api_name="draw", trigger_mode="always_last",
-                        **fast).then(None, None, ui["upload"], js="() => null")
-    ui["model"].input(on_model_change, [ui["last"], ui["model"]], views, api_visibility="private", **fast)
+    inside = dict(fn=inside_view, inputs=[ui["last"], ui["model"], ui["inside_shown"]], outputs=ui["inside_view"],
+                  api_visibility="private", **fast)
+    # The answer first; the pictures inside (only while that view is open) follow it.
+    drawn = ui["sketch"].change(draw, [ui["sketch"], ui["model"]], views, api_name="draw",
+                                trigger_mode="always_last", **fast)
+    drawn.then(None, None, ui["upload"], js="() => null")
+    drawn.success(**inside)
+    ui["model"].input(on_model_change, [ui["last"], ui["model"]], views, api_visibility="private",
+                      **fast).success(**inside)
     for event in (ui["upload"].upload, ui["upload"].clear):
         event(on_upload, [ui["upload"], ui["model"]], [*views, ui["upload"]], preprocess=False,
-              api_visibility="private", **fast)
+              api_visibility="private", **fast).success(**inside)
+    for event, shown in ((ui["inside"].expand, True), (ui["inside"].collapse, False)):
+        event(lambda shown=shown: shown, None, ui["inside_shown"], api_visibility="private", queue=False).then(
+            **inside)
+    wire_teach(views)
     # /classify for API clients: an image file in, {class: probability} out. Its components stay hidden.
     with gr.Group(visible=False):
         image = gr.Image(type="filepath", label="image")
@@ -373,8 +525,30 @@ def wire_draw() -> None:
     image.upload(classify, [image, model], label, api_name="classify", preprocess=False, **fast)
 
 
+def wire_teach(views: list) -> None:
+    shown = [ui[k] for k in ("examples", "examples_gallery", "examples_csv", "teach_status", "remove", "selected")]
+    private = dict(api_visibility="private")
+    ui["correct"].input(keep_example, [ui["last"], ui["correct"], ui["examples"]], [*shown, ui["correct"]], **private)
+    ui["examples_gallery"].select(select_example, None, [ui["selected"], ui["remove"]], **private)
+    ui["remove"].click(remove_example, [ui["examples"], ui["selected"]], shown, **private)
+    ui["examples_upload"].upload(upload_examples, [ui["examples_upload"], ui["examples"]], shown, preprocess=False,
+                                 **private)
+    taught = ui["teach_btn"].click(lambda: gr.Button(interactive=False), None, ui["teach_btn"], **private).then(
+        teach, [ui["examples"], ui["model"], ui["teach_name"]], [*shown, ui["teach_progress"], ui["model"]],
+        concurrency_id="train", concurrency_limit=Trainers.slots(), show_progress="hidden", api_name="teach")
+    for outcome in (taught.success, taught.failure):  # not .then(): it does not fire after an error
+        outcome(lambda: gr.Button(interactive=True), None, ui["teach_btn"], **private)
+    taught.success(on_model_change, [ui["last"], ui["model"]], views, **private)  # the drawing, by the new model
+    # /correct for API clients: an image file and its right label join this session's examples.
+    with gr.Group(visible=False):
+        image, label, note = gr.Image(type="filepath", label="image"), gr.Textbox(label="label"), gr.Markdown()
+    image.upload(correct_api, [image, label, ui["examples"]], [ui["examples"], note], preprocess=False,
+                 api_name="correct")
+
+
 def wire_train(demo: gr.Blocks) -> None:
-    stream = [ui[k] for k in ("progress", "status", "loss_plot", "acc_plot", "epoch_table", "summary", "result")]
+    stream = [ui[k] for k in ("progress", "status", "loss_plot", "acc_plot", "epoch_table", "summary", "result",
+                              "watch_grid", "watch_probs")]
     results = [ui[k] for k in ("headline", "per_class", "confusion", "gallery", "table", "ckpt_file", "show_table")]
     lists = [ui[k] for k in ("model", "models_table", "pick", "train", "overfit")]
     ui["dataset"].change(lambda ds: gr.File(visible=ds == "csv"), ui["dataset"], ui["csv_file"],
@@ -385,7 +559,7 @@ def wire_train(demo: gr.Blocks) -> None:
     for button, fn, name in ((ui["train"], train, "train"), (ui["overfit"], sanity_check, "sanity_check")):
         started = button.click(start_run, ui["result"], [ui["status"], ui["train"], ui["overfit"], ui["headline"]],
                                api_visibility="private")
-        run_event = started.then(fn, [ui[k] for k in SETTINGS], stream, concurrency_id="train",
+        run_event = started.then(fn, [ui[k] for k in (*SETTINGS, "last")], stream, concurrency_id="train",
                                  concurrency_limit=Trainers.slots(), show_progress="minimal",
                                  show_progress_on=[ui["progress"]], api_name=name)
         # Not .then(): Gradio 6.31's frontend fires a .then() only after a success (an error skips its "all"

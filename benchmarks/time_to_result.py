@@ -236,6 +236,15 @@ def machine() -> dict:
             "torch": torch.__version__}
 
 
+def save_results(out: str | Path, name: str, res: dict, markdown: str) -> None:
+    """A benchmark's results as results/<name>.json (everything) and .md (the table), and the table on stdout."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
 def _span(o: dict, key: str, fmt: str = "{:.2f}") -> str:
     if key not in o["median"]:
         return "–"
@@ -293,11 +302,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
            "settings": {s: run_child(s, args.runs, not args.no_peer) for s in args.settings}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "time_to_result.json").write_text(json.dumps(res, indent=2))
-    (out / "time_to_result.md").write_text(to_markdown(res))
-    print(to_markdown(res))
+    save_results(args.out, "time_to_result", res, to_markdown(res))
 
 
 if __name__ == "__main__":

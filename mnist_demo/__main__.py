@@ -1,4 +1,4 @@
-"""Command line: python -m mnist_demo {list,train,evaluate,predict}."""
+"""Command line: python -m mnist_demo {list,train,finetune,evaluate,predict}."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
 from . import api
 from .data import DATA_ENV
 from .errors import UserError
+from .examples import from_csv
+from .finetune import FinetuneConfig
 from .preprocess import ImageError
 from .train import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -25,29 +28,45 @@ def _cmd_list(args) -> None:
         print(f"{r['name']:<16} {r['params']:>9,} params  {r['description']}")
 
 
-def _cmd_train(args) -> None:
+def _follow(records: Iterator[dict], val: str = "val acc") -> dict:
+    """Show a run's step and epoch records as a progress bar on stderr; return its 'saved' record."""
     from tqdm import tqdm
 
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(TrainConfig)}
-    cfg = api.make_config(**overrides)
     bar = None
     result = None
-    for rec in api.train_and_save(cfg, out=args.out):
+    for rec in records:
         if rec["kind"] == "step":
             bar = bar or tqdm(total=rec["steps"], unit="step", dynamic_ncols=True, file=sys.stderr)
             bar.n = rec["step"]
             bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['images_per_s']:.0f}")
         elif rec["kind"] == "epoch":
             if bar:
-                bar.write(f"epoch {rec['epoch']}: train acc {rec['train_acc']:.4f}, val acc {rec['val_acc']:.4f}")
+                bar.write(f"epoch {rec['epoch']}: train acc {rec['train_acc']:.4f}, {val} {rec['val_acc']:.4f}")
         elif rec["kind"] == "saved":
             result = rec
     if bar:
         bar.n = bar.total
         bar.close()
+    return result
+
+
+def _cmd_train(args) -> None:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(TrainConfig)}
+    cfg = api.make_config(**overrides)
+    result = _follow(api.train_and_save(cfg, out=args.out))
     m = result["metrics"]
     print(f"{cfg.arch} on {cfg.dataset}: test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
           f"{result['train_time_s']:.1f} s on {result['device']} → {result['path']}")
+
+
+def _cmd_finetune(args) -> None:
+    cfg = FinetuneConfig(**{k: v for k, v in (("epochs", args.epochs), ("device", args.device)) if v is not None})
+    result = _follow(api.finetune_and_save(args.base, from_csv(args.examples), cfg, out=args.out),
+                     val="your examples")
+    m = result["metrics"]
+    print(f"{result['base']} taught {m['examples']} examples: it reads {m['examples_accuracy_before']:.0%} → "
+          f"{m['examples_accuracy_after']:.0%} of them; MNIST test accuracy {m['test_accuracy_before']:.2%} → "
+          f"{m['test_accuracy']:.2%}; {result['train_time_s']:.1f} s on {result['device']} → {result['path']}")
 
 
 def _cmd_evaluate(args) -> None:
@@ -73,6 +92,16 @@ def _cmd_predict(args) -> None:
             print(f"{path}: blank ({pred.message})")
         else:
             print(f"{path}: {pred.label} ({pred.confidence:.1%})")
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("finetune", help="teach a checkpoint someone's handwriting from their labelled examples")
+    s.add_argument("base", help="the checkpoint to start from (.safetensors)")
+    s.add_argument("--examples", required=True, help="a CSV in the tutorial's format: label, pixel0 … pixel783")
+    s.add_argument("--out", help=f"checkpoint path (default: runs/<base>{api.TAUGHT_SUFFIX}.safetensors)")
+    s.add_argument("--epochs", type=int, help=f"passes over the examples (default {FinetuneConfig.epochs})")
+    s.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    s.set_defaults(func=_cmd_finetune)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clean-tail", type=float, help="with --augment, the last fraction of epochs trains unwarped")
     s.add_argument("--out", help="checkpoint path (default: runs/<arch>-<dataset>-<time>.safetensors)")
     s.set_defaults(func=_cmd_train)
+
+    _add_finetune(sub)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint on a test set")
     s.add_argument("checkpoint")

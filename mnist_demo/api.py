@@ -10,13 +10,16 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, load_dataset
+from .checkpoint import CheckpointError, load_checkpoint, safe_path, save_checkpoint
+from .data import Dataset, Split, load_dataset
+from .finetune import FinetuneConfig, finetune
 from .inference import Classifier
 from .models import list_models
-from .train import ConfigError, TrainConfig, TrainingRun, evaluate
+from .train import ConfigError, TrainConfig, TrainingRun, evaluate, run_then_finish
+from .watch import Drawing
 
 RUNS_DIR_ENV = "MNIST_DEMO_RUNS"
+TAUGHT_SUFFIX = "+you"  # a taught model's name: its base's, then this
 
 
 def runs_dir() -> Path:
@@ -102,23 +105,38 @@ def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> d
 
 
 def train_and_save(cfg: TrainConfig, out: str | os.PathLike | None = None, dataset: Dataset | None = None,
-                   should_stop: Callable[[], bool] | None = None, adapt_threads: bool = False) -> Iterator[dict]:
+                   should_stop: Callable[[], bool] | None = None, adapt_threads: bool = False,
+                   drawing: Drawing | None = None) -> Iterator[dict]:
     """Yield the training records, then one 'saved' record. Stopping (should_stop, or closing the generator)
-    keeps the best model so far; divergence raises TrainingDiverged and saves nothing."""
-    run = TrainingRun(cfg, dataset, adapt_threads=adapt_threads)
-    stopped = False
-    try:
-        for record in run:
-            yield record
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
-    except GeneratorExit:
-        if run.steps_done:
-            _finish(run, out, stopped=True)
-        raise
-    if run.steps_done:
-        yield _finish(run, out, stopped)
+    keeps the best model so far; divergence raises TrainingDiverged and saves nothing. A drawing (28×28 floats in
+    [0, 1], as preprocess makes them) gets the current model's probabilities in every snapshot."""
+    run = TrainingRun(cfg, dataset, adapt_threads=adapt_threads, drawing=drawing)
+    yield from run_then_finish(run, lambda stopped: _finish(run, out, stopped), should_stop)
+
+
+def taught_path(base: str | os.PathLike, name: str | None = None) -> Path:
+    """Where a taught model goes: runs/<name>.safetensors for a name the person gave, else runs/<base>+you, numbered
+    (+you-2, …) rather than replacing an earlier one: other sessions teach too."""
+    if name:
+        path = safe_path(name, runs_dir())
+        if path.exists():
+            raise CheckpointError(f"a model named {path.stem!r} exists already: choose another name")
+        return path
+    stem = Path(base).stem
+    stem = stem if stem.endswith(TAUGHT_SUFFIX) else stem + TAUGHT_SUFFIX
+    path, n = runs_dir() / f"{stem}.safetensors", 2
+    while path.exists():
+        path, n = runs_dir() / f"{stem}-{n}.safetensors", n + 1
+    return path
+
+
+def finetune_and_save(base: str | os.PathLike, examples: Split, cfg: FinetuneConfig | None = None,
+                      out: str | os.PathLike | None = None, name: str | None = None, dataset: Dataset | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+    """Teach the checkpoint at `base` a person's examples (finetune.finetune): step, epoch and done records, then
+    one 'saved' record. It goes to `out`, or to runs/ under `name` or as <base>+you (taught_path)."""
+    path = Path(out) if out else taught_path(base, name)
+    yield from finetune(base, examples, cfg, out=path, dataset=dataset, should_stop=should_stop)
 
 
 def evaluate_checkpoint(path: str | os.PathLike, dataset: str | None = None) -> dict:

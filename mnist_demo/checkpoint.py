@@ -23,7 +23,7 @@ from .models import count_params, create_model, model_names
 FORMAT = "mnist_demo/1"
 CHECKPOINT_DIR_ENV = "MNIST_DEMO_CHECKPOINTS"
 MAX_BYTES = 64 * 1024 * 1024  # the largest registry model is ~5 MB; anything far bigger is not ours
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,100}$")  # '+': a taught model is <base>+you
 
 
 class CheckpointError(UserError, ValueError):
@@ -61,7 +61,7 @@ def safe_path(name: str, directory: str | os.PathLike) -> Path:
     """Resolve a user-supplied checkpoint name inside `directory`; anything that could escape it is refused."""
     base = Path(name).name if name else ""
     if base != name or not _NAME.match(name) or name.startswith(".."):
-        raise CheckpointError(f"invalid checkpoint name {name!r}: use letters, digits, '.', '_' and '-' only")
+        raise CheckpointError(f"invalid checkpoint name {name!r}: use letters, digits, '.', '_', '+' and '-' only")
     if not name.endswith(".safetensors"):
         name += ".safetensors"
     directory = Path(directory).resolve()
@@ -74,12 +74,14 @@ def safe_path(name: str, directory: str | os.PathLike) -> Path:
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str, dataset: str,
                     normalisation: tuple[float, float], classes: list[str] | None = None,
                     config: dict | None = None, metrics: dict | None = None, train_time_s: float | None = None,
-                    device: str | None = None) -> Path:
-    """Write weights and metadata atomically: a crash mid-write leaves any older file at `path` intact."""
+                    device: str | None = None, extra: dict | None = None) -> Path:
+    """Write weights and metadata atomically: a crash mid-write leaves any older file at `path` intact. `extra`
+    adds metadata of the caller's own (a taught model's base, say); it cannot replace the fields above."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise CheckpointError("refusing to save a model with NaN or infinite weights")
     meta = {
+        **(extra or {}),
         "format": FORMAT, "arch": arch, "dataset": dataset, "normalisation": list(normalisation),
         "classes": classes or CLASS_NAMES["mnist"], "config": config or {}, "metrics": metrics or {},
         "params": count_params(model), "train_time_s": train_time_s, "device": device,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import io
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
 
 from .catalogue import ModelEntry
+from .data import Split
 from .errors import BLANK_CANVAS
 from .inference import Prediction
+
+if TYPE_CHECKING:  # inside.py draws with this module's helpers
+    from .inside import Picture
 
 ZOOM = 8  # the 28×28 model input is shown at 224×224, pixel-exact
 UNSURE_BELOW = 0.6  # top probability under this reads as "not sure"
@@ -42,6 +52,21 @@ def saliency_overlay(digit: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     hot = np.concatenate([np.clip(3 * s, 0, 1), np.clip(3 * s - 1, 0, 1), np.clip(3 * s - 2, 0, 1)], axis=2)
     alpha = np.clip(s * 1.5, 0, 0.9)
     return enlarge((255 * ((1 - alpha) * grey + alpha * hot)).round().astype(np.uint8))
+
+
+def png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def pictures_html(pictures: list[Picture]) -> str:
+    """Captioned pictures as one block of figures: how many there are depends on the model, not on the layout."""
+    items = "".join(
+        f'<figure><img src="{png_data_uri(p.image)}" alt="{html.escape(p.title)}" width="{p.image.width}">'
+        f"<figcaption><strong>{html.escape(p.title)}</strong><br>{html.escape(p.caption)}</figcaption></figure>"
+        for p in pictures)
+    return f'<div class="pictures">{items}</div>'
 
 
 def probabilities(probs: np.ndarray | None, classes: list[str]) -> dict[str, float] | None:
@@ -130,6 +155,35 @@ def mistakes_gallery(mistakes: list[dict], classes: list[str]) -> list[tuple[np.
              f"{classes[m['true']]} → {classes[m['predicted']]} · {percent(m['confidence'])}") for m in mistakes]
 
 
+def examples_gallery(examples: Split, classes: list[str], taught: dict | None = None) -> list[tuple[np.ndarray, str]]:
+    """A person's examples with their labels; after teaching, also the answers before → after ('7: 1 → 7 ✓')."""
+    images = [digit_image(im.numpy() / 255, zoom=2) for im in examples.images]
+    if taught is None:
+        return [(im, classes[y]) for im, y in zip(images, examples.labels.tolist())]
+    return [(im, f"{classes[y]}: {classes[b]} → {classes[a]} {'✓' if a == y else '✗'}")
+            for im, y, b, a in zip(images, taught["labels"], taught["before"], taught["after"])]
+
+
+def examples_note(examples: Split, classes: list[str]) -> str:
+    """How many examples there are, of which digits, and what Teach needs."""
+    if not len(examples):
+        return "No examples yet: after a wrong answer, pick the right digit under the bars."
+    counts = examples.labels.bincount(minlength=len(classes)).tolist()
+    kinds = ", ".join(f"{n} × {classes[c]}" for c, n in enumerate(counts) if n)
+    ready = " Ready to teach." if sum(1 for n in counts if n) > 1 else " Teaching needs at least two different digits."
+    return f"{len(examples)} example{'s' if len(examples) != 1 else ''} ({kinds}).{ready}"
+
+
+def taught_note(saved: dict, base: str, key: str) -> str:
+    """The outcome of teaching, in the words a learner wants: my examples before/after, and what it cost on MNIST."""
+    m = saved["metrics"]
+    mine = (f"your {m['examples']} examples read right {percent(m['examples_accuracy_before'])} → "
+            f"{percent(m['examples_accuracy_after'])}")
+    mnist = f"MNIST test {m['test_accuracy_before']:.2%} → {m['test_accuracy']:.2%}"
+    took = fmt_seconds(saved["train_time_s"])
+    return f"✅ Taught **{key}** (from {base}) in {took}: {mine}; {mnist}. Draw now uses it."
+
+
 def prediction_table(predicted: list[int], true: list[int], classes: list[str]) -> pd.DataFrame:
     """The tutorial-004 table: one row per test image with its true and predicted class."""
     names = np.asarray(classes, dtype=object)
@@ -194,3 +248,63 @@ def accuracy_svg(train: list[float], val: list[float], width: int = 340, height:
         parts.append(f'<circle cx="{left + 8 + 140 * k}" cy="28" r="4" fill="{colour}"/>'
                      f'<text x="{left + 16 + 140 * k}" y="32" fill="currentColor">{label}</text>')
     return "".join(parts) + "</svg>"
+
+
+WATCH_ZOOM = 2  # the watched digits at 56×56: ten columns fit ~600 px
+WATCH_COLUMN, WATCH_CAPTION, WATCH_PAD = 58, 20, 6  # px: a column's width, the caption under each digit, margins
+WATCH_FONT_SIZES = (14, 13, 12, 11, 10, 9)  # the largest that fits is used: Fashion-MNIST's names are long
+WATCH_MARK = 10  # px: the tick or cross before a guess
+RIGHT_RGB, WRONG_RGB, INK_RGB = (22, 163, 74), (220, 38, 38), (55, 65, 81)
+
+
+def watch_grid(images, labels, guesses, classes: list[str]) -> Image.Image:
+    """The watched test digits, a column per class, each with the model's current guess under it. A right guess
+    has a thin green frame and a tick; a wrong one a thick red frame, a cross and the wrong class: shape and words
+    tell them apart, not colour alone."""
+    images, labels, guesses = np.asarray(images, dtype=np.uint8), np.asarray(labels), np.asarray(guesses)
+    columns = [np.flatnonzero(labels == c) for c in range(len(classes))]
+    side, rows = 28 * WATCH_ZOOM, max(len(c) for c in columns)
+    top = 2 * WATCH_CAPTION
+    picture = Image.new("RGB", (2 * WATCH_PAD + WATCH_COLUMN * len(classes),
+                                top + rows * (side + WATCH_CAPTION) + WATCH_PAD), "white")
+    draw = ImageDraw.Draw(picture)
+    right = int((labels == guesses).sum())
+    draw.text((WATCH_PAD, 2), f"Current guesses: {right} of {len(labels)} right", fill=INK_RGB,
+              font=ImageFont.load_default(size=WATCH_FONT_SIZES[0]))
+    for c, members in enumerate(columns):
+        x = WATCH_PAD + c * WATCH_COLUMN
+        _caption(draw, classes[c], x, WATCH_CAPTION, INK_RGB)
+        for r, i in enumerate(members):
+            y = top + r * (side + WATCH_CAPTION)
+            picture.paste(Image.fromarray(enlarge(images[i], WATCH_ZOOM)), (x + 1, y))
+            _verdict(draw, classes[int(guesses[i])], bool(guesses[i] == labels[i]), x, y, side)
+    return picture
+
+
+def _font(draw: ImageDraw.ImageDraw, text: str, width: float) -> ImageFont.FreeTypeFont:
+    """The largest font size in which `text` fits `width` px (the smallest size when none does)."""
+    for size in WATCH_FONT_SIZES:
+        font = ImageFont.load_default(size=size)
+        if draw.textlength(text, font=font) <= width:
+            break
+    return font
+
+
+def _caption(draw: ImageDraw.ImageDraw, text: str, x: int, y: int, colour: tuple, indent: int = 0) -> None:
+    """Text centred in a column (after `indent` px kept for a mark), shrunk to fit it."""
+    room = WATCH_COLUMN - 2 - indent
+    font = _font(draw, text, room)
+    draw.text((x + 1 + indent + room / 2, y + WATCH_CAPTION / 2), text, fill=colour, font=font, anchor="mm")
+
+
+def _verdict(draw: ImageDraw.ImageDraw, guess: str, right: bool, x: int, y: int, side: int) -> None:
+    """A frame over the digit's empty border, and under it a tick or a cross before the guessed class."""
+    colour = RIGHT_RGB if right else WRONG_RGB
+    draw.rectangle((x + 1, y, x + side, y + side - 1), outline=colour, width=2 if right else 4)
+    mx, my, h = x + 3, y + side + WATCH_CAPTION / 2, WATCH_MARK / 2
+    if right:
+        draw.line([(mx, my), (mx + 0.7 * h, my + 0.8 * h), (mx + 2 * h, my - h)], fill=colour, width=2)
+    else:
+        draw.line([(mx, my - h), (mx + 2 * h, my + h)], fill=colour, width=3)
+        draw.line([(mx, my + h), (mx + 2 * h, my - h)], fill=colour, width=3)
+    _caption(draw, guess, x, y + side, colour, indent=WATCH_MARK + 4)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from .figures import accuracy_svg, fmt_seconds, percent
+from .figures import accuracy_svg, fmt_seconds, percent, probabilities, watch_grid
 
 PLOT_POINTS = 300  # the loss curve is thinned to this many points so the browser stays fast
 LOSS_SHOWN_UP_TO = 10.0  # a diverging run's 1e30 would flatten the whole curve; 10 is far above where runs start
@@ -38,9 +39,17 @@ class LiveRun:
     stopping: bool = False
     summary: dict | None = None
     result: dict | None = None
+    watch: bool = False  # views also carry the watched digits' grid and the drawing's probabilities
+    watched: dict | None = None  # the run's 'watch' record: the grid's images, labels and class names
+    snapshot: dict | None = None  # the latest guesses on them (train.TrainingRun's records say how they come)
+    _picture: Image.Image | None = field(default=None, repr=False)
 
     def add(self, rec: dict) -> None:
         kind = rec["kind"]
+        if kind == "watch":
+            self.watched = dict(rec, images=np.asarray(rec["images"], dtype=np.uint8))
+        if "snapshot" in rec:
+            self.snapshot, self._picture = rec["snapshot"], None
         if kind == "step":
             self.steps.append(rec)
             self.fraction = rec["step"] / rec["steps"]
@@ -125,8 +134,25 @@ class LiveRun:
                 f'style="flex:1;min-width:8rem;height:1.1rem">'
                 f'</progress><span style="white-space:nowrap">{pct:.0f}% {html.escape(self.detail)}</span></div>')
 
+    def watch_picture(self) -> Image.Image | None:
+        """The watched test digits with the latest guesses (None before the run's first record); drawn once per
+        snapshot, however many views show it."""
+        if self._picture is None and self.watched and self.snapshot:
+            w = self.watched
+            self._picture = watch_grid(w["images"], w["labels"], self.snapshot["guesses"], w["classes"])
+        return self._picture
+
+    def drawing_probabilities(self) -> dict[str, float] | None:
+        """The current model's probabilities for the watched drawing, as Draw's bars take them; None without one."""
+        if not (self.watched and self.snapshot and self.snapshot["drawing"]):
+            return None
+        return probabilities(np.asarray(self.snapshot["drawing"]), self.watched["classes"])
+
     def view(self) -> dict:
         """Everything the Train tab's live panel shows, by name."""
-        return {"progress": self.progress_html(), "status": self.status, "loss_plot": self.loss_frame(),
+        view = {"progress": self.progress_html(), "status": self.status, "loss_plot": self.loss_frame(),
                 "acc_plot": self.accuracy_chart(), "epoch_table": self.epoch_table(), "summary": self.summary,
                 "result": self.result}
+        if self.watch:
+            view.update(watch_grid=self.watch_picture(), watch_probs=self.drawing_probabilities())
+        return view

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import nn
 from .data import Dataset, Split, load_dataset, to_float, train_val_split
 from .errors import UserError
 from .models import create_model, model_names
+from .watch import WATCH_INTERVAL_S, Drawing, Watch, drawing_tensor
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adadelta")
 SCHEDULES = ("none", "one-cycle", "step")
@@ -151,14 +153,35 @@ def validate(cfg: TrainConfig, pool_size: int | None = None) -> None:
     resolve_device(cfg.device)
 
 
-# One batch-wide random affine warp (rotation, scale, shift): cheap on CPU and GPU alike, no per-sample loop.
-def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class Warp:
+    """How far augment_batch may warp each image, drawn uniformly within ±: rotation in degrees, scale, shift in
+    pixels, horizontal shear, and a change of aspect (wider or taller)."""
+
+    rotate: float = 10.0
+    scale: float = 0.1
+    shift: float = 2.5
+    shear: float = 0.0
+    aspect: float = 0.0
+
+
+TRAIN_WARP = Warp()
+
+
+# One batch-wide random affine warp: cheap on CPU and GPU alike, no per-sample loop.
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, warp: Warp = TRAIN_WARP) -> torch.Tensor:
     n = x.shape[0]
     rand = torch.rand(n, 4, generator=generator, device=x.device) * 2 - 1
-    angle, scale = rand[:, 0] * math.radians(10), 1 + rand[:, 1] * 0.1
-    shift = rand[:, 2:] * (2.5 / 14)  # up to 2.5 px in grid units
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    angle, scale = rand[:, 0] * math.radians(warp.rotate), 1 + rand[:, 1] * warp.scale
+    shift = rand[:, 2:] * (warp.shift / 14)  # in grid units
+    # Without shear or aspect no more numbers are drawn than before they existed: a seed still gives the same model.
+    skewed = warp.shear or warp.aspect
+    skew = torch.rand(n, 2, generator=generator, device=x.device) * 2 - 1 if skewed else torch.zeros_like(rand[:, 2:])
+    shear, aspect = skew[:, 0] * warp.shear, 1 + skew[:, 1] * warp.aspect
+    sx, sy, cos, sin = scale * aspect, scale / aspect, torch.cos(angle), torch.sin(angle)
+    # Output to input coordinates: rotation · shear · diag(1/sx, 1/sy); without shear or aspect, a scaled rotation.
+    theta = torch.stack([torch.stack([cos / sx, (cos * shear - sin) / sy, shift[:, 0]], 1),
+                         torch.stack([sin / sx, (sin * shear + cos) / sy, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # The background of a normalised image is its minimum, so pad with that instead of zero.
     lo = x.amin()
@@ -269,6 +292,33 @@ def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch:
     return None
 
 
+class Run(Protocol):
+    """Something that trains as it is iterated, counting its steps: a TrainingRun, or finetune's Teaching."""
+
+    steps_done: int
+
+    def __iter__(self) -> Iterator[dict]: ...
+
+
+def run_then_finish(run: Run, finish: Callable[[bool], dict],
+                    should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+    """Yield a run's records, then `finish(stopped)`'s record. Stopping (should_stop, or closing the generator) ends
+    the run after the current record and still finishes it, unless no step had ended yet."""
+    stopped = False
+    try:
+        for record in run:
+            yield record
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+    except GeneratorExit:
+        if run.steps_done:
+            finish(True)
+        raise
+    if run.steps_done:
+        yield finish(stopped)
+
+
 @dataclass
 class TrainingRun:
     """Iterate it to train; close the iterator to stop. `best_model()` then holds the best weights so far."""
@@ -281,6 +331,11 @@ class TrainingRun:
     # Let a ThreadGovernor pick the CPU thread count, as the app's training process does. Off by default: a thread
     # count that follows the machine's load changes float sums, and the same seed should give the same model.
     adapt_threads: bool = False
+    # The run's current guesses on a fixed grid of test digits, and its probabilities for `drawing` (28×28 floats in
+    # [0, 1]), travel in a 'watch' record at the start and then as the 'snapshot' of step and epoch records.
+    watch: bool = True
+    drawing: Drawing | None = None
+    watch_interval_s: float = WATCH_INTERVAL_S
     device: torch.device = field(init=False)
     model: nn.Module = field(init=False)
     bf16: bool = field(init=False)
@@ -293,6 +348,8 @@ class TrainingRun:
         self.dataset = self.dataset or load_dataset(self.cfg.dataset)
         validate(self.cfg, pool_size=len(self.dataset.train))
         self.device = resolve_device(self.cfg.device)
+        if self.drawing is not None:
+            self.drawing = drawing_tensor(self.drawing)
         torch.manual_seed(self.cfg.seed)
         # NHWC convolutions run ~1.5× faster on CPU (oneDNN) and on a GPU; a no-op for the MLPs.
         self.model = create_model(self.cfg.arch).to(self.device, memory_format=torch.channels_last)
@@ -333,7 +390,10 @@ class TrainingRun:
         loop = _Loop(forward=cuda_graphed(model, x_train[:bs]) if dev.type == "cuda" else model, opt=opt,
                      sched=make_schedule(cfg, opt, steps_per_epoch), batch=bs, steps_per_epoch=steps_per_epoch,
                      log=_StepLog(cfg.epochs * steps_per_epoch, bs, max(1, steps_per_epoch // self.records_per_epoch),
-                                  self.record_interval_s), governor=governor)
+                                  self.record_interval_s), governor=governor,
+                     watch=Watch(self.dataset, self.drawing, dev, self.watch_interval_s) if self.watch else None)
+        if loop.watch:
+            yield loop.watch.start(model)
         warped_epochs = cfg.epochs - int(cfg.epochs * cfg.clean_tail) if cfg.augment else 0
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -344,7 +404,10 @@ class TrainingRun:
             if epoch <= warped_epochs:
                 x_epoch = torch.cat([augment_batch(chunk, g) for chunk in x_epoch.split(AUGMENT_CHUNK)])
             totals = yield from self._epoch(epoch, x_epoch, y_epoch, loop)
-            yield self._end_epoch(epoch, totals, val_split, loop.log)
+            record = self._end_epoch(epoch, totals, val_split, loop.log)
+            if loop.watch:
+                record["snapshot"] = loop.watch.snapshot(model, self.steps_done, record["elapsed_s"])
+            yield record
         self.elapsed_s = loop.log.elapsed()
         done = {"kind": "done", "epochs": len(self.history), "elapsed_s": self.elapsed_s}
         if cfg.overfit:  # the "validation" split is the same N images here, scored in eval mode
@@ -379,6 +442,8 @@ class TrainingRun:
             now = log.after_step(self.steps_done, epoch, i, last, seen, loss, loss_sum, correct)
             if log.flush_due(now, last):
                 self.elapsed_s = now
+                if loop.watch and not last and loop.watch.due(now):  # the epoch's end takes its own snapshot
+                    log.pending[-1][0]["snapshot"] = loop.watch.snapshot(self.model, self.steps_done, now)
                 yield from _step_records(log.take(now), cfg)
         return loss_sum, correct, seen
 
@@ -415,6 +480,7 @@ class _Loop:
     steps_per_epoch: int
     log: _StepLog
     governor: ThreadGovernor | None
+    watch: Watch | None
 
 
 class _StepLog:

@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import api
-from .data import dataset_title
+from .data import Split, dataset_title
+from .finetune import FinetuneConfig, check_examples
 from .live_run import LiveRun
 from .train import TrainConfig, available_devices, resolve_device
+from .watch import Drawing
 from .worker import Worker
 
 UI_INTERVAL_S = 0.5  # at most two streamed step updates a second: plenty for a curve, and each costs server CPU
@@ -92,13 +94,15 @@ class Trainers:
     def worker(self, device: str = "auto") -> Worker:
         return self._workers[device_key(device)]
 
-    def run(self, cfg: TrainConfig, session: str) -> Iterator[dict]:
-        """Views of the run as it goes (LiveRun.view()), the last one with the summary; errors are UserErrors."""
+    def run(self, cfg: TrainConfig, session: str, drawing: Drawing | None = None,
+            watch: bool = False) -> Iterator[dict]:
+        """Views of the run as it goes (LiveRun.view()), the last one with the summary; errors are UserErrors.
+        With `watch`, views also carry the guesses on the watched test digits and on `drawing` (28×28 in [0, 1])."""
         with self.sessions.claim(session) as control:
             data = dataset_title(cfg.dataset)
             title = (f"Sanity check: {cfg.arch} memorising {cfg.overfit} {data} images" if cfg.overfit
                      else f"Training {cfg.arch} on {data}")
-            live = LiveRun(title, cfg.epochs, overfit=cfg.overfit, status="Waiting for the trainer…")
+            live = LiveRun(title, cfg.epochs, overfit=cfg.overfit, status="Waiting for the trainer…", watch=watch)
             device = device_key(cfg.device)
             lock, acquired = self._locks[device], False
             while not control.stop.is_set() and not (acquired := lock.acquire(timeout=0.5)):
@@ -109,28 +113,54 @@ class Trainers:
                 yield live.view()
                 return
             try:
-                yield from self._stream(cfg, live, control, device)
+                yield from self._stream(cfg, live, control, device, drawing)
             finally:
                 lock.release()
 
-    def _stream(self, cfg: TrainConfig, live: LiveRun, control: RunControl, device: str) -> Iterator[dict]:
+    def teach(self, base: Path, examples: Split, session: str, name: str | None = None) -> Iterator[dict]:
+        """Views of teaching the model at `base` a session's examples, as run()'s; the last one also carries the
+        'saved' record (finetune.Teaching.finish) as `saved`. Bad examples or a taken name fail before any wait."""
+        check_examples(examples)
+        out = api.taught_path(base, name)
+        with self.sessions.claim(session) as control:
+            live = LiveRun(f"Teaching {base.stem} your {len(examples)} examples", FinetuneConfig().epochs,
+                           status="Waiting for the trainer…")
+            yield live.view()
+            device = device_key("auto")
+            with self._locks[device]:
+                live.status = f"{live.title}: starting on {device}…"
+                yield live.view()
+                records = self._workers[device].teach(base, examples, out, should_stop=control.stop.is_set)
+                saved = yield from self._follow(records, live, control)
+                yield dict(live.view(), saved=saved)
+
+    @staticmethod
+    def _follow(records: Iterator[dict], live: LiveRun, control: RunControl) -> Iterator[dict]:
+        """The live view of a worker's records; returns the 'saved' record, if any."""
+        saved = None
+        with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
+            last_ui = 0.0
+            for rec in records:
+                if control.stop.is_set() and not live.stopping:
+                    live.stop()
+                live.add(rec)
+                saved = rec if rec["kind"] == "saved" else saved
+                # Rendering an update costs server CPU that training could use, so step updates are spaced.
+                if rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
+                    last_ui = time.monotonic()
+                    yield live.view()
+        return saved
+
+    def _stream(self, cfg: TrainConfig, live: LiveRun, control: RunControl, device: str,
+                drawing: Drawing | None) -> Iterator[dict]:
         # A sanity-check model is useless for drawing, so it goes to a scratch folder, not the model list.
         scratch = tempfile.TemporaryDirectory(prefix="overfit-") if cfg.overfit else contextlib.nullcontext()
         with scratch as tmp:
             live.status = f"{live.title}: starting on {device}…"
             yield live.view()
             out = Path(tmp) / "overfit.safetensors" if cfg.overfit else api.checkpoint_path(cfg)
-            records = self._workers[device].train(cfg, out=out, should_stop=control.stop.is_set)
-            with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
-                last_ui = 0.0
-                for rec in records:
-                    if control.stop.is_set() and not live.stopping:
-                        live.stop()
-                    live.add(rec)
-                    # Rendering an update costs server CPU that training could use, so step updates are spaced.
-                    if rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
-                        last_ui = time.monotonic()
-                        yield live.view()
+            records = self._workers[device].train(cfg, out=out, should_stop=control.stop.is_set, drawing=drawing)
+            yield from self._follow(records, live, control)
             if live.summary is None:  # stopped before its first step ended: there is no model to keep
                 live.status, live.detail = "Stopped before the first training step ended: nothing was saved.", ""
                 yield live.view()

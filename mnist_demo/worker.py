@@ -18,10 +18,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Queue
 
+import torch
+
 from . import api
-from .data import DATASETS, Dataset, load_dataset
+from .data import DATASETS, Dataset, Split, load_dataset
 from .errors import UserError, user_error_types
+from .finetune import REPLAY_DATASET
 from .train import TrainConfig
+from .watch import Drawing, drawing_tensor
 
 STOP = "stop"
 NICE = 10
@@ -34,7 +38,7 @@ class WorkerError(UserError, RuntimeError):
 
 
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
-    """The child's loop: a job is one JSON line ({"config": ..., "out": ...}), "stop" ends the current one early.
+    """The child's loop: a job is one JSON line (job_records says which), "stop" ends the current one early.
 
     Every record is written back as one JSON line; a job ends with {"kind": "end"} or {"kind": "error", ...}.
     """
@@ -62,13 +66,23 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
     while (job := jobs.get()) is not None:
         stop.clear()
         try:
-            cfg = TrainConfig(**job["config"])
-            for record in api.train_and_save(cfg, out=job["out"], dataset=dataset_for(cfg.dataset, datasets),
-                                             should_stop=stop.is_set, adapt_threads=True):
+            for record in job_records(job, datasets, stop.is_set):
                 send(record)
             send({"kind": "end"})
         except Exception as exc:  # reported to the one run that caused it; the process serves the next job
             send({"kind": "error", "type": type(exc).__name__, "message": str(exc)})
+
+
+def job_records(job: dict, datasets: dict[str, Dataset], should_stop: Callable[[], bool]) -> Iterator[dict]:
+    """A training job's records, or a teaching job's ({"teach": {"base", "images", "labels"}, "out": ...})."""
+    if "teach" in job:
+        teach = job["teach"]
+        examples = Split(torch.tensor(teach["images"], dtype=torch.uint8), torch.tensor(teach["labels"]))
+        return api.finetune_and_save(teach["base"], examples, out=job["out"], should_stop=should_stop,
+                                     dataset=dataset_for(REPLAY_DATASET, datasets))
+    cfg = TrainConfig(**job["config"])
+    return api.train_and_save(cfg, out=job["out"], dataset=dataset_for(cfg.dataset, datasets),
+                              should_stop=should_stop, adapt_threads=True, drawing=job.get("drawing"))
 
 
 def dataset_for(name: str, cache: dict[str, Dataset]) -> Dataset:
@@ -99,11 +113,21 @@ class Worker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def train(self, cfg: TrainConfig, out: str | os.PathLike,
-              should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+    def train(self, cfg: TrainConfig, out: str | os.PathLike, should_stop: Callable[[], bool] | None = None,
+              drawing: Drawing | None = None) -> Iterator[dict]:
         """Like api.train_and_save, one run at a time per Worker: closing it stops the run and keeps the best model."""
+        drawing = None if drawing is None else drawing_tensor(drawing).tolist()  # refused before any work
+        return self._job({"config": cfg.to_dict(), "out": str(out), "drawing": drawing}, should_stop)
+
+    def teach(self, base: str | os.PathLike, examples: Split, out: str | os.PathLike,
+              should_stop: Callable[[], bool] | None = None) -> Iterator[dict]:
+        """Like api.finetune_and_save with the default settings, in this process, as train() is."""
+        teach = {"base": str(base), "images": examples.images.tolist(), "labels": examples.labels.tolist()}
+        return self._job({"teach": teach, "out": str(out)}, should_stop)
+
+    def _job(self, job: dict, should_stop: Callable[[], bool] | None) -> Iterator[dict]:
         proc = self.start()
-        proc.stdin.write(json.dumps({"config": cfg.to_dict(), "out": str(out)}) + "\n")
+        proc.stdin.write(json.dumps(job) + "\n")
         stopping = False
         try:
             for line in proc.stdout:

@@ -63,7 +63,9 @@ def summary_of(out) -> dict:
 
 def test_named_endpoints(client):
     api_info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/classify", "/draw", "/train", "/sanity_check", "/stop", "/models", "/upload_checkpoint"} <= set(api_info)
+    assert {"/classify", "/draw", "/train", "/sanity_check", "/stop", "/models", "/upload_checkpoint", "/correct",
+            "/teach"} <= set(api_info)
+    assert [p["parameter_name"] for p in api_info["/teach"]["parameters"]] == ["model", "name"]
     params = {p["parameter_name"]: p for p in api_info["/train"]["parameters"]}
     assert list(params)[:3] == ["dataset", "csv_file", "arch"]
     for name in app.RECIPE_FIELDS[:-1]:  # left out, a setting means "the architecture's recipe"
@@ -314,3 +316,25 @@ def test_uploads_are_size_limited(client, app_url, app_env, tmp_path):
         response = httpx.post(f"{app_url}gradio_api/upload", files={"files": (big.name, f)}, timeout=60)
     assert response.status_code == 413
     assert not list(app_env.glob("big*.safetensors"))
+
+
+def test_correct_then_teach_through_the_api(app_url, app_env, mnist, tmp_path):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False, download_files=False)  # its own session: its own examples
+    with pytest.raises(AppError, match="no examples"):
+        client.predict(model="logreg", name="", api_name="/teach")
+    files = []
+    for i in (0, 1):  # a 7 and a 2
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(mnist.test.images[i].numpy()).save(path)
+        files.append((handle_file(str(path)), str(int(mnist.test.labels[i]))))
+    with pytest.raises(AppError, match="one of 0–9"):
+        client.predict(files[0][0], "seven", api_name="/correct")
+    for n, (image, label) in enumerate(files, 1):
+        assert client.predict(image, label, api_name="/correct").startswith(f"{n} example")
+    outputs = client.predict(model="logreg", name="", api_name="/teach")
+    assert any(isinstance(o, str) and "Taught **logreg+you**" in o for o in outputs), outputs
+    assert (app_env / "logreg+you.safetensors").exists()
+    for image, label in files:  # the taught model answers like any other
+        assert client.predict(image, "logreg+you", api_name="/classify")["label"] == label

@@ -1,5 +1,8 @@
 """What the app shows: words, pictures and tables built from predictions and results, as pure functions."""
 
+import base64
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from mnist_demo import figures
 from mnist_demo.catalogue import ModelEntry
@@ -241,3 +245,40 @@ def test_models_table_has_one_row_per_model():
 def test_models_table_of_nothing_still_has_its_columns():
     frame = figures.models_table([])
     assert isinstance(frame, pd.DataFrame) and frame.empty and list(frame.columns) == figures.MODEL_COLUMNS
+
+
+def test_pictures_html_carries_every_picture_with_its_words():
+    from mnist_demo.inside import Picture
+
+    pictures = [Picture("conv 1 of 3 · 16 maps", "Where <each> detector fired.", Image.new("RGB", (30, 20))),
+                Picture("first layer", "Orange & blue.", Image.new("RGB", (12, 12), "orange"))]
+    page = figures.pictures_html(pictures)
+    assert page.count("<figure>") == len(pictures)
+    assert "&lt;each&gt;" in page and "Orange &amp; blue." in page  # captions are text, never markup
+    sources = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    decoded = [Image.open(io.BytesIO(base64.b64decode(s))) for s in sources]
+    assert [im.size for im in decoded] == [p.image.size for p in pictures]
+
+
+def test_examples_gallery_and_notes_say_what_a_learner_needs():
+    from mnist_demo import examples
+
+    ex = examples.empty()
+    assert "No examples yet" in figures.examples_note(ex, DIGITS)
+    for label in ("7", "7", "1"):
+        ex = examples.add(ex, np.eye(28, dtype=np.float32), label, DIGITS)
+    note = figures.examples_note(ex, DIGITS)
+    assert note.startswith(f"{len(ex)} examples") and "2 × 7" in note and "Ready" in note
+    assert "two different" in figures.examples_note(ex.take(slice(0, 2)), DIGITS)
+    tiles = figures.examples_gallery(ex, DIGITS)
+    assert [caption for _, caption in tiles] == ["7", "7", "1"]
+    taught = {"labels": [7, 7, 1], "before": [1, 7, 1], "after": [7, 7, 7]}
+    captions = [caption for _, caption in figures.examples_gallery(ex, DIGITS, taught)]
+    assert captions == ["7: 1 → 7 ✓", "7: 7 → 7 ✓", "1: 1 → 7 ✗"]
+
+
+def test_taught_note_gives_both_sides_of_the_trade():
+    metrics = {"examples": 10, "examples_accuracy_before": 0.1, "examples_accuracy_after": 1.0,
+               "test_accuracy_before": 0.9946, "test_accuracy": 0.9931}
+    note = figures.taught_note({"metrics": metrics, "train_time_s": 4.2}, "cnn", "cnn+you")
+    assert "**cnn+you** (from cnn)" in note and "10.0% → 100.0%" in note and "99.46% → 99.31%" in note

@@ -23,7 +23,7 @@ class FakeWorker:
         self.calls: list[tuple[TrainConfig, Path]] = []
         self.steps = 0
 
-    def train(self, cfg, out, should_stop=None):
+    def train(self, cfg, out, should_stop=None, drawing=None):
         self.calls.append((cfg, Path(out)))
         return self._records(cfg, Path(out), should_stop or (lambda: False))
 

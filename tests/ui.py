@@ -35,6 +35,7 @@ def open_app(browser, app_url: str, size: str = "laptop"):
 
 
 def draw(page, strokes) -> None:
+    page.locator("#sketch canvas").first.scroll_into_view_if_needed()  # mouse strokes land only on the screen
     box = page.locator("#sketch canvas").first.bounding_box()
     for stroke in strokes:
         points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
@@ -117,3 +118,4 @@ CONTRAST_JS = """(el) => {
 def contrast(page, selector: str) -> float:
     """WCAG contrast ratio of an element's text against the first opaque background behind it."""
     return page.locator(selector).first.evaluate(CONTRAST_JS)
+MIRRORED_SEVEN = [[(0.60, 0.30), (0.40, 0.30), (0.54, 0.72)]]  # a 7 facing the wrong way: a style to teach
