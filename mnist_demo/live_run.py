@@ -30,6 +30,7 @@ class LiveRun:
     title: str
     epochs_planned: int
     overfit: int | None = None  # a sanity check on this many images, not a real run
+    val_name: str = "validation accuracy"  # what an epoch's val_acc measures (teaching: the person's examples)
     steps: list[dict] = field(default_factory=list)
     epochs: list[dict] = field(default_factory=list)
     status: str = ""
@@ -60,7 +61,7 @@ class LiveRun:
         elif kind == "epoch":
             self.epochs.append(rec)
             self.status = (f"{self.title}: epoch {rec['epoch']}/{self.epochs_planned} done: train accuracy "
-                           f"{rec['train_acc']:.2%}, validation accuracy {rec['val_acc']:.2%}")
+                           f"{rec['train_acc']:.2%}, {self.val_name} {rec['val_acc']:.2%}")
         elif kind == "done":
             self.done = rec
             self.status = f"{self.title}: evaluating on the test set…"

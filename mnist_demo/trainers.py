@@ -124,7 +124,7 @@ class Trainers:
         out = api.taught_path(base, name)
         with self.sessions.claim(session) as control:
             live = LiveRun(f"Teaching {base.stem} your {len(examples)} examples", FinetuneConfig().epochs,
-                           status="Waiting for the trainer…")
+                           status="Waiting for the trainer…", val_name="your examples read right")
             yield live.view()
             device = device_key("auto")
             with self._locks[device]:

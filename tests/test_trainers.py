@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_demo import api
+from mnist_demo import api, examples
 from mnist_demo import trainers as trainers_module
 from mnist_demo.checkpoint import load_checkpoint
 from mnist_demo.data import CLASS_NAMES
+from mnist_demo.finetune import FinetuneConfig
 from mnist_demo.train import ConfigError, TrainConfig, resolve_device
 from mnist_demo.trainers import Sessions, Trainers, device_key
 
@@ -26,6 +27,10 @@ class FakeWorker:
     def train(self, cfg, out, should_stop=None, drawing=None):
         self.calls.append((cfg, Path(out)))
         return self._records(cfg, Path(out), should_stop or (lambda: False))
+
+    def teach(self, base, examples, out, should_stop=None):
+        self.calls.append((base, Path(out)))
+        return self._records(TrainConfig(epochs=FinetuneConfig().epochs), Path(out), should_stop or (lambda: False))
 
     def _records(self, cfg, out, should_stop):
         total, completed, stopped = cfg.epochs * STEPS_PER_EPOCH, 0, False
@@ -279,3 +284,26 @@ def test_a_run_refused_before_it_started_leaves_nothing_to_stop():
     with sessions.claim("b"):
         sessions.forget("b")  # a running run's flag stays, so its Stop still works
         assert sessions.stop("b") is True
+
+
+def test_teaching_streams_like_a_run_and_ends_with_its_saved_record(runs):
+    trainers = Trainers(worker=FakeWorker)
+    base = Path("checkpoints/cnn.safetensors")
+    ex = examples.empty()
+    for label in ("7", "1"):
+        ex = examples.add(ex, torch.rand(28, 28).numpy(), label, CLASS_NAMES["mnist"])
+    views = list(trainers.teach(base, ex, "A"))
+    assert views[1]["status"].startswith(f"Teaching cnn your {len(ex)} examples")
+    assert any("your examples read right" in v["status"] for v in views)  # what val_acc means when teaching
+    [(seen_base, out)] = trainers.worker("auto").calls
+    assert seen_base == base and out == runs / f"cnn{api.TAUGHT_SUFFIX}.safetensors"
+    assert views[-1]["saved"]["path"] == str(out)
+
+
+def test_teaching_refuses_bad_examples_before_it_waits_for_the_trainer(runs):
+    trainers = Trainers(worker=FakeWorker)
+    one_digit = examples.add(examples.empty(), torch.rand(28, 28).numpy(), "7", CLASS_NAMES["mnist"])
+    for ex in (examples.empty(), one_digit):
+        with pytest.raises(examples.ExamplesError):
+            next(trainers.teach(Path("checkpoints/cnn.safetensors"), ex, "A"))
+    assert trainers.worker("auto").calls == []
