@@ -1,6 +1,8 @@
 """The teaching views in a real browser: look inside a model, teach it a digit, watch a run learn."""
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -21,6 +23,17 @@ from ui import (
 from mnist_demo.models import create_model
 
 pytestmark = browser_only
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runs(app_url, tmp_path_factory):
+    """A fresh run folder: the pickers hold the bundled models and this module's own runs only."""
+    from mnist_demo import api
+
+    previous = os.environ[api.RUNS_DIR_ENV]
+    os.environ[api.RUNS_DIR_ENV] = str(tmp_path_factory.mktemp("teach-runs"))
+    yield Path(os.environ[api.RUNS_DIR_ENV])
+    os.environ[api.RUNS_DIR_ENV] = previous
 
 
 @pytest.fixture
@@ -49,7 +62,7 @@ def test_look_inside_follows_the_drawing_and_the_model(page):
     settle(page)
     page.locator("#inside").scroll_into_view_if_needed()
     screenshot(page, "inside-cnn")
-    choose(page, "model", re.compile(r"^logreg"))
+    choose(page, "model", re.compile(r"^logreg \(.*bundled\)$"))
     # logreg: its ten class templates, and which pixels pushed the answer up or down.
     expect(pictures).to_have_count(2, timeout=15000)
     expect(pictures.last).to_contain_text("blank canvas")
@@ -77,7 +90,7 @@ def keep_as(page, digit: str, examples: int) -> None:
     expect(page.locator("#correct input:checked")).to_have_count(0)  # ready for the next one
 
 
-def test_correct_a_drawing_then_teach_and_the_new_model_reads_it(page, app_env):
+def test_correct_a_drawing_then_teach_and_the_new_model_reads_it(page, runs):
     from playwright.sync_api import expect
 
     page.locator("#teach-btn").click()  # nothing to teach yet: told so, and the button comes back
@@ -101,7 +114,7 @@ def test_correct_a_drawing_then_teach_and_the_new_model_reads_it(page, app_env):
     clear(page)
     draw(page, MIRRORED_SEVEN)
     expect(top_digit(page)).to_have_text("7", timeout=15000)  # the taught model reads the style it was taught
-    assert list(app_env.glob("cnn+you*.safetensors"))
+    assert list(runs.glob("cnn+you*.safetensors"))
     settle(page)
     page.locator("#teach").scroll_into_view_if_needed()
     screenshot(page, "teach")
