@@ -273,9 +273,18 @@ SETTINGS = [name for name in inspect.signature(train).parameters if name not in 
 
 
 def stop(request: gr.Request) -> str:
-    """API/Stop button: end this session's run after the current step; the best model so far is kept."""
+    """API: end this session's run after the current step; the best model so far is kept."""
     stopping = trainers.sessions.stop(session(request))
     return "Stopping: keeping the best model so far…" if stopping else "Nothing to stop."
+
+
+def stop_clicked(request: gr.Request) -> str:
+    """The Stop button: a run being stopped says so in its own stream (at once), so that an update already on its
+    way cannot show "training" again after "stopping"; only "Nothing to stop." is written from here."""
+    if not trainers.sessions.stop(session(request)):
+        return "Nothing to stop."
+    queued = not trainers.sessions.running(session(request))
+    return "Stopping: this run ends as soon as it leaves the queue." if queued else gr.skip()
 
 
 def show_results(summary: dict | None, result: dict | None, current_model: str | None) -> dict:
@@ -570,7 +579,10 @@ def wire_train(demo: gr.Blocks) -> None:
                           api_visibility="private")
     ui["show_table"].click(prediction_table, ui["result"], ui["table"], api_visibility="private")
     # Stop must never queue behind the run it stops, so it has no concurrency limit.
-    ui["stop"].click(stop, None, ui["status"], concurrency_limit=None, api_name="stop")
+    ui["stop"].click(stop_clicked, None, ui["status"], concurrency_limit=None, api_visibility="private")
+    with gr.Group(visible=False):  # /stop for API clients, which want its answer in words
+        stop_api, said = gr.Button(), gr.Textbox()
+    stop_api.click(stop, None, said, concurrency_limit=None, api_name="stop")
 
 
 def wire_models(models_tab: gr.Tab) -> None:

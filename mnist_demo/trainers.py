@@ -55,6 +55,12 @@ class Sessions:
             if session in self._runs and not self._runs[session].running:
                 del self._runs[session]
 
+    def running(self, session: str) -> bool:
+        """Whether this session's run has started (rather than waiting in the queue, or not existing)."""
+        with self._lock:
+            control = self._runs.get(session)
+        return control is not None and control.running
+
     def stop(self, session: str) -> bool:
         """Ask this session's run to stop; False when it has none."""
         with self._lock:
@@ -141,12 +147,14 @@ class Trainers:
         with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
             last_ui = 0.0
             for rec in records:
-                if control.stop.is_set() and not live.stopping:
+                stopping_now = control.stop.is_set() and not live.stopping
+                if stopping_now:
                     live.stop()
                 live.add(rec)
                 saved = rec if rec["kind"] == "saved" else saved
-                # Rendering an update costs server CPU that training could use, so step updates are spaced.
-                if rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
+                # Rendering an update costs server CPU that training could use, so step updates are spaced; the
+                # first one after a Stop goes at once, since it is the only word the Stop button gets.
+                if stopping_now or rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
                     last_ui = time.monotonic()
                     yield live.view()
         return saved

@@ -107,6 +107,16 @@ def test_an_old_stop_cannot_cancel_the_next_run():
         assert control is not finished and not control.stop.is_set()
 
 
+def test_running_tells_a_started_run_from_a_queued_one():
+    sessions = Sessions()
+    assert not sessions.running("A")
+    sessions.arm("A")
+    assert not sessions.running("A")  # armed: still in the queue
+    with sessions.claim("A"):
+        assert sessions.running("A")
+    assert not sessions.running("A")
+
+
 def test_a_stop_while_queued_reaches_the_run():
     sessions = Sessions()
     sessions.arm("A")
