@@ -106,11 +106,11 @@ def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> d
 
 def train_and_save(cfg: TrainConfig, out: str | os.PathLike | None = None, dataset: Dataset | None = None,
                    should_stop: Callable[[], bool] | None = None, adapt_threads: bool = False,
-                   drawing: Drawing | None = None) -> Iterator[dict]:
+                   watch: bool = False, drawing: Drawing | None = None) -> Iterator[dict]:
     """Yield the training records, then one 'saved' record. Stopping (should_stop, or closing the generator)
-    keeps the best model so far; divergence raises TrainingDiverged and saves nothing. A drawing (28×28 floats in
-    [0, 1], as preprocess makes them) gets the current model's probabilities in every snapshot."""
-    run = TrainingRun(cfg, dataset, adapt_threads=adapt_threads, drawing=drawing)
+    keeps the best model so far; divergence raises TrainingDiverged and saves nothing. With `watch`, records carry
+    snapshots of the model's guesses (train.TrainingRun), and a drawing (28×28 floats in [0, 1]) its probabilities."""
+    run = TrainingRun(cfg, dataset, adapt_threads=adapt_threads, watch=watch, drawing=drawing)
     yield from run_then_finish(run, lambda stopped: _finish(run, out, stopped), should_stop)
 
 

@@ -333,7 +333,7 @@ class TrainingRun:
     adapt_threads: bool = False
     # The run's current guesses on a fixed grid of test digits, and its probabilities for `drawing` (28×28 floats in
     # [0, 1]), travel in a 'watch' record at the start and then as the 'snapshot' of step and epoch records.
-    watch: bool = True
+    watch: bool = False  # the app's training process turns it on; the CLI and the Python API have no use for it
     drawing: Drawing | None = None
     watch_interval_s: float = WATCH_INTERVAL_S
     device: torch.device = field(init=False)

@@ -82,7 +82,8 @@ def job_records(job: dict, datasets: dict[str, Dataset], should_stop: Callable[[
                                      dataset=dataset_for(REPLAY_DATASET, datasets))
     cfg = TrainConfig(**job["config"])
     return api.train_and_save(cfg, out=job["out"], dataset=dataset_for(cfg.dataset, datasets),
-                              should_stop=should_stop, adapt_threads=True, drawing=job.get("drawing"))
+                              should_stop=should_stop, adapt_threads=True, watch=True,
+                              drawing=job.get("drawing"))
 
 
 def dataset_for(name: str, cache: dict[str, Dataset]) -> Dataset:

@@ -1,6 +1,7 @@
 """Shared test set-up: no telemetry, deterministic seeds, the MNIST dataset loaded once."""
 
 import os
+from pathlib import Path
 
 # Gradio and its client phone home unless told not to, and must be told before they are imported.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -82,3 +83,24 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def runs(app_url, tmp_path_factory):
+    """A fresh run folder for a browser test module: its pickers hold the bundled models and its own runs only."""
+    from mnist_demo import api
+
+    previous = os.environ[api.RUNS_DIR_ENV]
+    os.environ[api.RUNS_DIR_ENV] = str(tmp_path_factory.mktemp("browser-runs"))
+    yield Path(os.environ[api.RUNS_DIR_ENV])
+    os.environ[api.RUNS_DIR_ENV] = previous
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh visitor on a laptop screen."""
+    from ui import open_app
+
+    page = open_app(browser, app_url, "laptop")
+    yield page
+    page.context.close()

@@ -1,32 +1,12 @@
 """The web app's happy paths in a real browser (Playwright + Debian Chromium): draw, upload, train, browse models."""
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 from ui import ONE, SEVEN, browser_only, choose, draw, open_app, screenshot, settle, top_digit, touch_draw, train_tab
 
-pytestmark = browser_only
-
-
-@pytest.fixture(scope="module", autouse=True)
-def runs(app_url, tmp_path_factory):
-    """A fresh run folder, so the screenshots show the bundled models and this module's own runs only."""
-    from mnist_demo import api
-
-    previous = os.environ[api.RUNS_DIR_ENV]
-    os.environ[api.RUNS_DIR_ENV] = str(tmp_path_factory.mktemp("browser-runs"))
-    yield Path(os.environ[api.RUNS_DIR_ENV])
-    os.environ[api.RUNS_DIR_ENV] = previous
-
-
-@pytest.fixture
-def page(browser, app_url):
-    page = open_app(browser, app_url, "laptop")
-    yield page
-    page.context.close()
+pytestmark = [*browser_only, pytest.mark.usefixtures("runs")]  # a fresh run folder for the module
 
 
 def test_draw_one_then_seven_without_touching_the_toolbar(page):

@@ -2,8 +2,7 @@
 
 import re
 
-import pytest
-from ui import SEVEN, browser_only, contrast, draw, open_app, top_digit, train_tab
+from ui import SEVEN, browser_only, contrast, draw, top_digit, train_tab
 
 pytestmark = browser_only
 AA = 4.5  # WCAG AA for body text
@@ -13,13 +12,6 @@ DRAW_TEXT = ['#verdict p', '#probs dd', '#draw-help p', 'button[role=tab][aria-s
 TRAIN_TEXT = ['#lr [data-testid="block-info"]', '#train-btn', '#stop-btn', '#overfit-btn',
               '#dataset label:nth-child(1) span', '#dataset label:nth-child(2) span', '#smoothing-note p',
               '#run-progress span']
-
-
-@pytest.fixture
-def page(browser, app_url):
-    page = open_app(browser, app_url)
-    yield page
-    page.context.close()
 
 
 def test_text_and_buttons_meet_aa_contrast(page):

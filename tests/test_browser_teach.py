@@ -1,8 +1,6 @@
 """The teaching views in a real browser: look inside a model, teach it a digit, watch a run learn."""
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from torch import nn
@@ -13,7 +11,6 @@ from ui import (
     browser_only,
     choose,
     draw,
-    open_app,
     screenshot,
     settle,
     top_digit,
@@ -22,25 +19,7 @@ from ui import (
 
 from mnist_demo.models import create_model
 
-pytestmark = browser_only
-
-
-@pytest.fixture(scope="module", autouse=True)
-def runs(app_url, tmp_path_factory):
-    """A fresh run folder: the pickers hold the bundled models and this module's own runs only."""
-    from mnist_demo import api
-
-    previous = os.environ[api.RUNS_DIR_ENV]
-    os.environ[api.RUNS_DIR_ENV] = str(tmp_path_factory.mktemp("teach-runs"))
-    yield Path(os.environ[api.RUNS_DIR_ENV])
-    os.environ[api.RUNS_DIR_ENV] = previous
-
-
-@pytest.fixture
-def page(browser, app_url):
-    page = open_app(browser, app_url, "laptop")
-    yield page
-    page.context.close()
+pytestmark = [*browser_only, pytest.mark.usefixtures("runs")]  # a fresh run folder for the module
 
 
 def convolutions(arch: str) -> int:

@@ -74,7 +74,8 @@ def test_the_training_process_is_not_started_for_a_bad_drawing(tmp_path):
 # ---- snapshots in the training records ----
 
 def test_snapshots_come_at_the_start_from_step_records_and_at_every_epoch_end(mnist, drawing):
-    run = TrainingRun(TrainConfig(**SMALL), mnist, record_interval_s=0, watch_interval_s=0, drawing=drawing)
+    run = TrainingRun(TrainConfig(**SMALL), mnist, record_interval_s=0, watch=True, watch_interval_s=0,
+                      drawing=drawing)
     records = list(run)
     watch = records[0]
     assert watch["kind"] == "watch" and watch["classes"] == mnist.classes
@@ -96,7 +97,8 @@ def test_snapshots_come_at_the_start_from_step_records_and_at_every_epoch_end(mn
 
 
 def test_snapshots_from_steps_are_rate_limited_but_epoch_ends_always_have_one(mnist):
-    records = list(TrainingRun(TrainConfig(**SMALL), mnist, record_interval_s=0, watch_interval_s=1e9))
+    records = list(TrainingRun(TrainConfig(**SMALL), mnist, record_interval_s=0, watch=True,
+                                  watch_interval_s=1e9))
     assert [r["kind"] for r in records if "snapshot" in r] == ["watch"] + ["epoch"] * SMALL["epochs"]
     assert all(r["snapshot"]["drawing"] is None for r in records if "snapshot" in r)
 
@@ -140,7 +142,7 @@ def test_a_snapshot_leaves_the_models_state_and_mode_alone(mnist, arch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_on_a_gpu_snapshots_use_the_eager_model_beside_the_graphed_steps(mnist, drawing):
     run = TrainingRun(TrainConfig.for_arch("cnn", device="cuda", subset=6000, epochs=2, batch_size=128), mnist,
-                      record_interval_s=0, watch_interval_s=0, drawing=drawing)
+                      record_interval_s=0, watch=True, watch_interval_s=0, drawing=drawing)
     records = list(run)
     shots, labels = snapshots(records), records[0]["labels"]
     assert len(shots) > 1 + run.cfg.epochs and records[-2]["val_acc"] > 0.9
