@@ -6,6 +6,7 @@ import html
 import inspect
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 # Gradio recomputes a pandas summary of its last 10,000 events after every event, for its monitoring page; at 50-80
@@ -13,6 +14,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 
 from mnist_demo import api, examples, figures, theme  # noqa: E402
 from mnist_demo.catalogue import Catalogue  # noqa: E402
@@ -29,10 +31,28 @@ BRUSH_RADIUS = 11  # a 22 px stroke is ~2.2 px once the digit is fitted into MNI
 RECIPE_FIELDS = ["optimizer", "lr", "batch_size", "epochs", "augment"]
 ARCHITECTURES = {a["name"]: a for a in api.list_architectures()}  # built once: counting parameters builds each model
 INSIDE_EMPTY = "<p>Draw a digit (or upload one) to see what happens inside the model.</p>"
+PICTURES = {"seen": "The 28×28 picture the model read", "saliency": "The pixels that drove the decision, in red"}
+QUEUE_POLL_S = 0.01  # Gradio's queue looks for work every 1 ms when idle: ~6% of a core spent waiting
+STROKES_KEPT = 256  # strokes whose canvas the sketchpad may still be asked for (see NewestOnly)
 
 catalogue = Catalogue()
 trainers = Trainers()
 ui: dict = {}  # every component by name, so that handlers can return {component: value}
+
+
+class NewestOnly(OrderedDict):
+    """A dict that keeps only its newest `size` entries. The sketchpad stores every stroke's images sent ahead by
+    the browser until an event reads them, but Gradio 6.31's page sends them again as files and never asks."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
 
 
 def out(**values) -> dict:
@@ -51,68 +71,111 @@ def read(file) -> str | None:
 
 # Draw tab
 
+NOTHING_DRAWN = (Prepared(None, BLANK_CANVAS), "Your drawing")
+
+
 def answer_only(verdict: str, **others) -> dict:
     """A verdict with no probabilities or pictures: a blank canvas, or a message about the input."""
-    return out(verdict=verdict, probs=None, seen=None, saliency=None, **others)
+    return out(verdict=verdict, probs=None, seen=None, **others)
 
 
-def draw_view(prepared: Prepared, source: str, model: str | None) -> dict:
-    """Everything Draw shows for one input: probabilities, verdict, model input, saliency and every model's answer."""
-    entries = catalogue.entries()  # the checkpoint folders, read once per stroke
+def inline(views: dict) -> dict:
+    """The pictures of a stroke inside the page, rather than as files the page then fetches (~6 ms each)."""
+    for key, alt in PICTURES.items():
+        if isinstance(views.get(ui[key]), np.ndarray):
+            views[ui[key]] = figures.inline_image(views[ui[key]], alt)
+    return views
+
+
+def answer_view(prepared: Prepared, source: str, model: str | None) -> dict:
+    """What Draw shows first for an input, inline: the probabilities, the verdict and the 28×28 the model saw."""
+    return inline(answer_pictures(prepared, source, model))
+
+
+def answer_pictures(prepared: Prepared, source: str, model: str | None) -> dict:
+    """The answer, with the model's input as an image array."""
+    last = (prepared, source)
     try:
-        entry, clf = catalogue.classifier(model, entries)
+        _, clf = catalogue.classifier(model)
     except Exception as exc:  # a missing or broken model: said in the verdict, the tab keeps working
-        return answer_only(f"⚠️ {message(exc, 'loading the model')}", compare=None, last=(prepared, source))
-    compare = figures.comparison(catalogue.answers(prepared, entries), entry.key)
+        return answer_only(f"⚠️ {message(exc, 'loading the model')}", last=last)
     if prepared.blank:
-        return answer_only(prepared.message or BLANK_CANVAS, compare=compare, last=(prepared, source))
+        return answer_only(prepared.message or BLANK_CANVAS, last=last)
     pred = clf.predict(prepared)
     return out(probs=figures.probabilities(pred.probabilities, clf.classes),
                verdict=f"{source}: " + figures.verdict(pred.probabilities, clf.classes, pred.message),
-               seen=figures.digit_image(pred.digit),
-               saliency=figures.saliency_overlay(pred.digit, clf.saliency(pred.digit, pred.label)),
-               compare=compare, last=(prepared, source))
+               seen=figures.digit_image(pred.digit), last=last)
 
 
-def draw(sketch: dict | None, model: str | None = None) -> dict:
-    """API: a Sketchpad value → probabilities, verdict, model input, saliency overlay and all models' answers."""
+def extras_view(last: tuple | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
+    """The slower views, after the answer: what drove it, and (only while shown) every model's answer and the
+    layers inside the selected model."""
+    return inline(extras_pictures(last, model, compare_shown, inside_shown))
+
+
+def extras_pictures(last: tuple | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
+    """The slower views, with the saliency overlay as an image array."""
+    prepared = (last or NOTHING_DRAWN)[0]
+    entries = catalogue.entries()  # the checkpoint folders, read once per stroke
     try:
-        prepared = prepare(sketch)
-    except Exception as exc:
-        return answer_only(f"⚠️ {message(exc, 'reading the drawing')}", compare=None)
-    return draw_view(prepared, "Your drawing", model)
+        entry, clf = catalogue.classifier(model, entries)
+    except Exception:  # the verdict already says why
+        return out(saliency=None, compare=None, inside_view=INSIDE_EMPTY)
+    saliency = None
+    if not prepared.blank:
+        pred = clf.predict(prepared)
+        saliency = figures.saliency_overlay(pred.digit, clf.saliency(pred.digit, pred.label))
+    return out(saliency=saliency,
+               compare=figures.comparison(catalogue.answers(prepared, entries), entry.key) if compare_shown
+               else gr.skip(),
+               inside_view=inside_view(prepared, clf) if inside_shown else gr.skip())
 
 
-def on_upload(image: dict | None, model: str | None) -> dict:
-    if not image:
-        return answer_only(BLANK_CANVAS)
-    try:
-        prepared = prepare(read(image))
-    except Exception as exc:  # the broken thumbnail goes too, so nothing on screen contradicts the message
-        return answer_only(f"⚠️ {message(exc, 'reading the image')}", upload=None)
-    return draw_view(prepared, "The uploaded image", model)
-
-
-def on_model_change(last: tuple | None, model: str | None) -> dict:
-    # The sketchpad's value cannot be re-read by a second listener, so the last input is kept in state.
-    prepared, source = last or (Prepared(None, BLANK_CANVAS), "Your drawing")
-    return draw_view(prepared, source, model)
-
-
-def inside_view(last: tuple | None, model: str | None, shown: bool) -> str:
-    """Look inside: the selected model's layers and weights for the last input, computed only while it is open."""
-    if not shown:
-        return gr.skip()
-    prepared = (last or (Prepared(None, BLANK_CANVAS),))[0]
+def inside_view(prepared: Prepared, clf) -> str:
+    """Look inside: the selected model's layers and weights for the last input."""
     if prepared.blank:
         return INSIDE_EMPTY
     try:
-        _, clf = catalogue.classifier(model)
         # A private copy: the hooks that read its layers would also see other requests' passes on the shared model.
         pictures = look_inside(copy.deepcopy(clf.model), clf.tensor(prepared.digit), clf.classes)
     except Exception as exc:
         return f"<p>⚠️ {html.escape(message(exc, 'looking inside the model'))}</p>"
     return figures.pictures_html(pictures)
+
+
+def stroke(sketch: dict | None, model: str | None) -> dict:
+    """A stroke (or a clear) on the canvas: the answer; the slower views follow in their own event."""
+    try:
+        prepared = prepare(sketch)
+    except Exception as exc:
+        return answer_only(f"⚠️ {message(exc, 'reading the drawing')}", last=None)
+    return answer_view(prepared, "Your drawing", model)
+
+
+def draw(sketch: dict | None, model: str | None = None) -> tuple:
+    """API: a Sketchpad value → probabilities, verdict, model input, saliency overlay and all models' answers."""
+    try:
+        prepared = prepare(sketch)
+    except Exception as exc:
+        return None, f"⚠️ {message(exc, 'reading the drawing')}", None, None, None
+    views = answer_pictures(prepared, "Your drawing", model)
+    views.update(extras_pictures(views[ui["last"]], model, compare_shown=True, inside_shown=False))
+    return tuple(views.get(ui[k]) for k in ("probs", "verdict", "seen", "saliency", "compare"))
+
+
+def on_upload(image: dict | None, model: str | None) -> dict:
+    if not image:
+        return answer_only(BLANK_CANVAS, last=None)
+    try:
+        prepared = prepare(read(image))
+    except Exception as exc:  # the broken thumbnail goes too, so nothing on screen contradicts the message
+        return answer_only(f"⚠️ {message(exc, 'reading the image')}", upload=None, last=None)
+    return answer_view(prepared, "The uploaded image", model)
+
+
+def on_model_change(last: tuple | None, model: str | None) -> dict:
+    # The sketchpad's value cannot be re-read by a second listener, so the last input is kept in state.
+    return answer_view(*(last or NOTHING_DRAWN), model)
 
 
 def classify(image: dict | None, model: str | None = "") -> dict[str, float] | None:
@@ -156,7 +219,7 @@ def keep_example(last: tuple | None, label: str | None, ex) -> dict:
     """"Wrong? It's a …": the 28×28 the model saw joins the examples with the right label."""
     if label is None:
         return {}
-    prepared = (last or (Prepared(None, BLANK_CANVAS),))[0]
+    prepared = (last or NOTHING_DRAWN)[0]
     try:
         ex = examples.add(ex, prepared.digit, label, DIGITS)
     except Exception as exc:
@@ -358,30 +421,32 @@ def build_draw_tab() -> None:
                 height=CANVAS + 120, layers=False, transforms=(), fixed_canvas=True,
                 brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"], color_mode="fixed"),
                 eraser=gr.Eraser(default_size=2 * BRUSH_RADIUS))
+            ui["sketch"].blob_storage = NewestOnly(STROKES_KEPT)
         with gr.Column(scale=4, min_width=260):
             ui["verdict"] = gr.Markdown(BLANK_CANVAS, elem_id="verdict")
             ui["probs"] = gr.Label(num_top_classes=10, label="Probabilities", elem_id="probs")
             ui["correct"] = gr.Radio(DIGITS, label="Wrong? It's a… (keeps this drawing as an example to teach)",
                                      elem_id="correct")
         with gr.Column(scale=3, min_width=200):
-            # PNG, not Gradio's default lossy WebP: the model's pixels arrive exactly, and cheaper to encode.
-            shown = dict(interactive=False, height=240, buttons=[], format="png")
-            ui["seen"] = gr.Image(label="What the model sees (28×28)", elem_id="seen", **shown)
-            ui["saliency"] = gr.Image(label="Pixels that drove the decision", elem_id="saliency", **shown)
+            shown = dict(show_label=True, container=True, min_height=260)
+            ui["seen"] = gr.HTML(label="What the model sees (28×28)", elem_id="seen", **shown)
+            ui["saliency"] = gr.HTML(label="Pixels that drove the decision", elem_id="saliency", **shown)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             # API clients name models trained after the page (and its choices) loaded.
             ui["model"] = model_dropdown(label="Model", elem_id="model", allow_custom_value=True)
-            ui["compare"] = gr.Dataframe(label="Every model's answer to this input", elem_id="compare",
-                                         headers=figures.COMPARE_COLUMNS, interactive=False, max_height=320)
-            gr.Markdown(figures.COMPARE_NOTE, elem_id="compare-note")
+            # Closed at first: answering with every model costs a stroke more than everything else together.
+            with gr.Accordion("Every model's answer", open=False, elem_id="compare-panel") as ui["compare_panel"]:
+                ui["compare"] = gr.Dataframe(show_label=False, elem_id="compare", headers=figures.COMPARE_COLUMNS,
+                                             interactive=False, max_height=320)
+                gr.Markdown(figures.COMPARE_NOTE, elem_id="compare-note")
         with gr.Column(scale=2):
             ui["upload"] = gr.Image(label="…or upload an image of a digit (any colours, any size)", type="filepath",
                                     sources=["upload", "clipboard"], elem_id="upload", height=220)
     build_teach_panel()
     with gr.Accordion("Look inside the model", open=False, elem_id="inside") as ui["inside"]:
         ui["inside_view"] = gr.HTML(INSIDE_EMPTY, elem_id="inside-view")
-    ui["last"], ui["inside_shown"] = gr.State(None), gr.State(False)
+    ui["last"], ui["compare_shown"], ui["inside_shown"] = gr.State(None), gr.State(False), gr.State(False)
 
 
 def build_teach_panel() -> None:
@@ -506,35 +571,42 @@ def build_models_tab() -> None:
 
 
 def wire_draw() -> None:
-    views = [ui[k] for k in ("probs", "verdict", "seen", "saliency", "compare", "last")]
+    answer = [ui[k] for k in ("probs", "verdict", "seen", "last")]
+    slower = [ui[k] for k in ("saliency", "compare", "inside_view")]
     fast = dict(concurrency_id="classify", concurrency_limit=4, show_progress="hidden")
+    # A stroke's events are unqueued: they take 3-15 ms, and a queued event's messages cost the server ~18 ms more.
+    unqueued = dict(queue=False, show_progress="hidden", api_visibility="private")
+    # The answer first, then the slower views (only those shown) in an event of their own, so the bars never wait.
+    extras = dict(fn=extras_view, inputs=[ui[k] for k in ("last", "model", "compare_shown", "inside_shown")],
+                  outputs=slower, **unqueued)
     # Exactly one listener reads the sketchpad: a second one would find its uploaded strokes already consumed.
-    # A stroke also empties the upload box (in the browser), so the verdict never concerns a picture still shown.
-    inside = dict(fn=inside_view, inputs=[ui["last"], ui["model"], ui["inside_shown"]], outputs=ui["inside_view"],
-                  api_visibility="private", **fast)
-    # The answer first; the pictures inside (only while that view is open) follow it.
-    drawn = ui["sketch"].change(draw, [ui["sketch"], ui["model"]], views, api_name="draw",
-                                trigger_mode="always_last", **fast)
-    drawn.then(None, None, ui["upload"], js="() => null")
-    drawn.success(**inside)
-    ui["model"].input(on_model_change, [ui["last"], ui["model"]], views, api_visibility="private",
-                      **fast).success(**inside)
+    stroked = ui["sketch"].change(stroke, [ui["sketch"], ui["model"]], answer, trigger_mode="always_last",
+                                  **unqueued)
+    stroked.then(None, None, ui["upload"], js="() => null")  # the verdict never concerns a picture still shown
+    stroked.success(**extras)
+    ui["model"].input(on_model_change, [ui["last"], ui["model"]], answer, api_visibility="private",
+                      **fast).success(**extras)
     for event in (ui["upload"].upload, ui["upload"].clear):
-        event(on_upload, [ui["upload"], ui["model"]], [*views, ui["upload"]], preprocess=False,
-              api_visibility="private", **fast).success(**inside)
-    for event, shown in ((ui["inside"].expand, True), (ui["inside"].collapse, False)):
-        event(lambda shown=shown: shown, None, ui["inside_shown"], api_visibility="private", queue=False).then(
-            **inside)
-    wire_teach(views)
-    # /classify for API clients: an image file in, {class: probability} out. Its components stay hidden.
-    with gr.Group(visible=False):
+        event(on_upload, [ui["upload"], ui["model"]], [*answer, ui["upload"]], preprocess=False,
+              api_visibility="private", **fast).success(**extras)
+    for panel, state in (("compare_panel", "compare_shown"), ("inside", "inside_shown")):
+        for event, shown in ((ui[panel].expand, True), (ui[panel].collapse, False)):
+            event(lambda shown=shown: shown, None, ui[state], api_visibility="private", queue=False).then(**extras)
+    wire_teach(answer, extras)
+    with gr.Group(visible=False):  # the API's endpoints; their components stay hidden
+        # /draw: a Sketchpad value in, everything Draw shows out, in one answer; its pictures as PNG files.
+        api_draw = gr.Button()
+        pictures = [gr.Image(label=label, format="png") for label in ("model input", "saliency")]
+        # /classify: an image file in, {class: probability} out.
         image = gr.Image(type="filepath", label="image")
         model = gr.Textbox("", label="model (a name from /models; empty = default)")
         label = gr.Label(label="probabilities")
+    api_draw.click(draw, [ui["sketch"], ui["model"]], [ui["probs"], ui["verdict"], *pictures, ui["compare"]],
+                   api_name="draw", **fast)
     image.upload(classify, [image, model], label, api_name="classify", preprocess=False, **fast)
 
 
-def wire_teach(views: list) -> None:
+def wire_teach(answer: list, extras: dict) -> None:
     shown = [ui[k] for k in ("examples", "examples_gallery", "examples_csv", "teach_status", "remove", "selected")]
     private = dict(api_visibility="private")
     ui["correct"].input(keep_example, [ui["last"], ui["correct"], ui["examples"]], [*shown, ui["correct"]], **private)
@@ -547,7 +619,7 @@ def wire_teach(views: list) -> None:
         concurrency_id="train", concurrency_limit=Trainers.slots(), show_progress="hidden", api_name="teach")
     for outcome in (taught.success, taught.failure):  # not .then(): it does not fire after an error
         outcome(lambda: gr.Button(interactive=True), None, ui["teach_btn"], **private)
-    taught.success(on_model_change, [ui["last"], ui["model"]], views, **private)  # the drawing, by the new model
+    taught.success(on_model_change, [ui["last"], ui["model"]], answer, **private).success(**extras)  # by the new model
     # /correct for API clients: an image file and its right label join this session's examples.
     with gr.Group(visible=False):
         image, label, note = gr.Image(type="filepath", label="image"), gr.Textbox(label="label"), gr.Markdown()
@@ -619,7 +691,9 @@ def build_demo() -> gr.Blocks:
         demo.load(None, None, None, js=theme.page_script())
         lists = [ui[k] for k in ("model", "models_table", "pick", "model_file")]
         demo.load(refresh_on_load, [ui["model"], ui["pick"]], lists, api_visibility="private")
-    return demo.queue(max_size=64, default_concurrency_limit=4)
+    demo.queue(max_size=64, default_concurrency_limit=4)
+    demo._queue.sleep_when_free = QUEUE_POLL_S  # no public setting; a queued event waits at most this much longer
+    return demo
 
 
 def launch_options() -> dict:

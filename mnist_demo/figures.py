@@ -54,10 +54,17 @@ def saliency_overlay(digit: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     return enlarge((255 * ((1 - alpha) * grey + alpha * hot)).round().astype(np.uint8))
 
 
-def png_data_uri(image: Image.Image) -> str:
+def png_data_uri(image: Image.Image, optimize: bool = True) -> str:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG", optimize=optimize)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def inline_image(image: np.ndarray | None, alt: str) -> str | None:
+    """A picture drawn at every stroke, inside the page's HTML: no file to write, and none for the page to fetch."""
+    if image is None:
+        return None
+    return f'<img src="{png_data_uri(Image.fromarray(image), optimize=False)}" alt="{html.escape(alt)}">'
 
 
 def pictures_html(pictures: list[Picture]) -> str:

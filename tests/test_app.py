@@ -273,6 +273,33 @@ def test_ui_handlers_turn_bad_uploads_into_messages(app_url, tmp_path):
     assert "blank" in app.on_upload(None, None)[app.ui["verdict"]]
 
 
+def test_a_stroke_answers_first_and_the_slower_views_only_while_shown(app_url, mnist):
+    import gradio as gr
+
+    ink = (mnist.test.images[0].numpy()[..., None] * np.array([0, 0, 0, 1], np.uint8)).repeat(10, 0).repeat(10, 1)
+    answer = app.stroke({"background": None, "layers": [ink], "composite": None}, None)
+    # The bars' event carries no slower view, so they never wait for one.
+    assert set(answer) == {app.ui[k] for k in ("probs", "verdict", "seen", "last")}
+    assert max(answer[app.ui["probs"]], key=answer[app.ui["probs"]].get) == str(int(mnist.test.labels[0]))
+    last = answer[app.ui["last"]]
+    hidden = app.extras_view(last, None, compare_shown=False, inside_shown=False)
+    assert hidden[app.ui["saliency"]] is not None  # always on screen
+    assert all(isinstance(hidden[app.ui[k]], type(gr.skip())) for k in ("compare", "inside_view"))
+    shown = app.extras_view(last, None, compare_shown=True, inside_shown=True)
+    assert len(shown[app.ui["compare"]]) == len(app.catalogue.entries())
+    assert "<img" in shown[app.ui["inside_view"]]
+
+
+def test_the_sketchpad_keeps_only_its_newest_strokes_images():
+    # The page sends each stroke's images ahead, and Gradio keeps them until an event reads them, which it never does.
+    store = app.ui["sketch"].blob_storage
+    assert isinstance(store, app.NewestOnly)
+    probe = app.NewestOnly(store.size)
+    for i in range(store.size + 10):
+        probe[str(i)] = i
+    assert len(probe) == store.size and "0" not in probe and str(store.size + 9) in probe
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda", "auto"])
 def test_the_train_tab_fills_in_the_recipe_of_the_chosen_device(app_url, monkeypatch, device):
     # CUDA faked as available, so that "auto" must switch to the GPU recipe on any machine.

@@ -4,7 +4,20 @@ import re
 import time
 
 import pytest
-from ui import ONE, SEVEN, browser_only, choose, draw, open_app, screenshot, settle, top_digit, touch_draw, train_tab
+from ui import (
+    ONE,
+    SEVEN,
+    browser_only,
+    choose,
+    draw,
+    open_app,
+    open_panel,
+    screenshot,
+    settle,
+    top_digit,
+    touch_draw,
+    train_tab,
+)
 
 pytestmark = [*browser_only, pytest.mark.usefixtures("runs")]  # a fresh run folder for the module
 
@@ -23,6 +36,7 @@ def test_draw_one_then_seven_without_touching_the_toolbar(page):
     expect(top_digit(page)).to_have_text("7", timeout=15000)
     expect(page.locator("#seen img")).to_be_visible()
     expect(page.locator("#saliency img")).to_be_visible()
+    open_panel(page, "compare-panel")
     expect(page.locator("#compare")).to_contain_text("▶")  # the selected model in the comparison
     # The verdict and the comparison print the selected model's confidence the same way.
     percent = re.search(r"\((\d+\.\d%) sure\)", page.locator("#verdict").inner_text()).group(1)
@@ -32,12 +46,31 @@ def test_draw_one_then_seven_without_touching_the_toolbar(page):
     screenshot(page, "draw", full_page=True)
 
 
+def test_a_stroke_sends_each_image_once_and_a_closed_comparison_waits_until_opened(page):
+    from playwright.sync_api import expect
+
+    draw(page, ONE)
+    expect(top_digit(page)).to_have_text("1", timeout=15000)
+    uploads = []
+    page.on("request", lambda r: "/gradio_api/upload" in r.url and uploads.append(r.url))
+    draw(page, SEVEN)  # the comparison is closed: not computed while hidden
+    expect(top_digit(page)).to_have_text("7", timeout=15000)
+    settle(page)
+    # Gradio's page re-sends the canvas's three files on every status message (~12 uploads a stroke); each distinct
+    # file now goes once (the canvas may export a file twice while the stroke ends: at most two sets).
+    assert len(uploads) <= 6, uploads
+    open_panel(page, "compare-panel")
+    # The selected model's row answers 7: computed on opening, for the drawing made while the panel was closed.
+    expect(page.locator("#compare")).to_contain_text(re.compile(r"▶ \S+\s+7\s"), timeout=10000)
+
+
 def test_model_switch_and_image_upload(page, mnist, tmp_path):
     from PIL import Image
     from playwright.sync_api import expect
 
     draw(page, SEVEN)
     expect(top_digit(page)).to_have_text("7", timeout=15000)
+    open_panel(page, "compare-panel")
     page.locator("#model input").click()
     page.get_by_role("option", name=re.compile(r"^logreg \(")).click()
     # The same drawing is re-read by the newly picked model, without drawing again.

@@ -2,7 +2,7 @@
 
 import re
 
-from ui import SEVEN, browser_only, contrast, draw, top_digit, train_tab
+from ui import SEVEN, browser_only, contrast, draw, open_panel, top_digit, train_tab
 
 pytestmark = browser_only
 AA = 4.5  # WCAG AA for body text
@@ -19,6 +19,8 @@ def test_text_and_buttons_meet_aa_contrast(page):
 
     draw(page, SEVEN)
     expect(top_digit(page)).to_have_text("7", timeout=15000)
+    open_panel(page, "compare-panel")
+    expect(page.locator("#compare")).to_contain_text("▶", timeout=10000)
     low = {sel: round(contrast(page, sel), 2) for sel in DRAW_TEXT}
     train_tab(page)
     low |= {sel: round(contrast(page, sel), 2) for sel in TRAIN_TEXT}

@@ -46,6 +46,11 @@ def draw(page, strokes) -> None:
         page.mouse.up()
 
 
+def open_panel(page, elem_id: str) -> None:
+    """Open a closed accordion (Every model's answer, Look inside), whose views are computed only while open."""
+    page.locator(f"#{elem_id} > button").first.click()
+
+
 def touch_draw(page, stroke) -> None:
     """A finger stroke via the DevTools protocol: Playwright's touchscreen can only tap."""
     box = page.locator("#sketch canvas").first.bounding_box()
