@@ -47,8 +47,9 @@ def _busy_steal() -> tuple[int, int]:
     return user + nice + system + irq + softirq, steal
 
 
-def _own_jiffies() -> int:
-    """CPU time of this process and all its descendants (running, or exited and waited for)."""
+def tree_jiffies(root: int | None = None) -> int:
+    """CPU time of a process (this one by default) and all its descendants (running, or exited and waited for)."""
+    root = root or os.getpid()
     stats = {}
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -57,7 +58,7 @@ def _own_jiffies() -> int:
             except (OSError, IndexError):
                 continue
             stats[int(p.name)] = (int(f[1]), sum(int(x) for x in f[11:15]))
-    tree, frontier = {os.getpid()}, [os.getpid()]
+    tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
         kids = [pid for pid, (ppid, _) in stats.items() if ppid == parent and pid not in tree]
@@ -70,13 +71,13 @@ class CpuWatch:
     """Cores used by other processes, and stolen by the hypervisor, while a measurement ran."""
 
     def __enter__(self) -> CpuWatch:
-        self.t0, (self.busy0, self.steal0), self.own0 = time.monotonic(), _busy_steal(), _own_jiffies()
+        self.t0, (self.busy0, self.steal0), self.own0 = time.monotonic(), _busy_steal(), tree_jiffies()
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.monotonic() - self.t0
         busy, steal = _busy_steal()
-        own = _own_jiffies() - self.own0
+        own = tree_jiffies() - self.own0
         self.foreign_cores = round(max(0, busy - self.busy0 - own) / TICK / wall, 3)
         self.steal_cores = round((steal - self.steal0) / TICK / wall, 3)
         self.loadavg = Path("/proc/loadavg").read_text().split()[0]
