@@ -296,13 +296,15 @@ def percent(x: float | None) -> str:
 def to_markdown(res: dict) -> str:
     lines = [f"Classroom benchmark, {res['date']}, {res['machine']['cpu']} ({res['machine']['cores']} cores), "
              f"{STUDENTS} students, load generator on the same cores", "",
-             "| setting | scenario | errors | p50 ms | p95 ms | strokes/s | server CPU ms per stroke | training kept |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| setting | scenario | errors | p50 ms | p95 ms | views p95 ms | strokes/s | server CPU ms per stroke "
+             "(beside a training: with it) | generator CPU ms per stroke | training kept |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for setting, d in res["details"].items():
         for name in ("floor_drawing", "floor_drawing_sent_once", "drawing", "drawing_during_training"):
             r = d[name]
             lines.append(f"| {setting} | {name.replace('_', ' ')} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | "
-                         f"{r['per_s']} | {r['cpu_ms_per_stroke']} | {r.get('train_speed_kept', '–')} |")
+                         f"{r.get('views_p95_ms', '–')} | {r['per_s']} | {r['cpu_ms_per_stroke']} | "
+                         f"{r.get('generator_cpu_ms_per_stroke', '–')} | {r.get('train_speed_kept', '–')} |")
     lines += ["", "| setting | ours / bare CPU per stroke | stroke end → bars in Chromium, ours / bare (median) | "
               "bars that waited for a slower view | 10 trainers: total / sum of solo | worst ETA error | "
               "RSS growth after 200 sessions |", "|---|---|---|---|---|---|---|"]
