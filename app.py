@@ -15,6 +15,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
 from mnist_demo import api, examples, figures, sessions, theme  # noqa: E402
 from mnist_demo.catalogue import Catalogue  # noqa: E402
@@ -22,7 +26,7 @@ from mnist_demo.data import CLASS_NAMES, dataset_title, offline_datasets  # noqa
 from mnist_demo.errors import BLANK_CANVAS, message  # noqa: E402
 from mnist_demo.inside import look_inside  # noqa: E402
 from mnist_demo.live_run import LiveRun  # noqa: E402
-from mnist_demo.preprocess import Prepared, prepare  # noqa: E402
+from mnist_demo.preprocess import Prepared, pack, prepare, unpack  # noqa: E402
 from mnist_demo.train import OPTIMIZERS, TrainConfig, available_devices  # noqa: E402
 from mnist_demo.trainers import Trainers, device_key  # noqa: E402
 
@@ -41,8 +45,9 @@ ui: dict = {}  # every component by name, so that handlers can return {component
 
 
 class NewestOnly(OrderedDict):
-    """A dict that keeps only its newest `size` entries. The sketchpad stores every stroke's images sent ahead by
-    the browser until an event reads them, but Gradio 6.31's page sends them again as files and never asks."""
+    """A dict that keeps only its newest `size` entries. The sketchpad stores every stroke's images sent ahead
+    until an event reads them; our page keeps them (assets/app.js) and no event reads them, so only other clients
+    send any, and they must not fill the memory."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
@@ -71,7 +76,18 @@ def read(file) -> str | None:
 
 # Draw tab
 
-NOTHING_DRAWN = (Prepared(None, BLANK_CANVAS), "Your drawing")
+DRAWING = "Your drawing"
+
+
+def packed(prepared: Prepared, source: str) -> dict:
+    """An input as the page keeps it (`drawing`) for the events that follow: the correction, a model change, the
+    slower views and the next training's live view."""
+    return {**pack(prepared), "source": source}
+
+
+def unpacked(drawing: dict | None) -> tuple[Prepared, str]:
+    """The page's copy of the last input, or a blank canvas; a damaged copy raises ImageError."""
+    return unpack(drawing), str((drawing or {}).get("source") or DRAWING)[:40]
 
 
 def answer_only(verdict: str, **others) -> dict:
@@ -93,31 +109,32 @@ def answer_view(prepared: Prepared, source: str, model: str | None) -> dict:
 
 
 def answer_pictures(prepared: Prepared, source: str, model: str | None) -> dict:
-    """The answer, with the model's input as an image array."""
-    last = (prepared, source)
+    """The answer, with the model's input as an image array; the model reads the pixels the page keeps."""
+    drawing = packed(prepared, source)
+    prepared = unpack(drawing)
     try:
         _, clf = catalogue.classifier(model)
     except Exception as exc:  # a missing or broken model: said in the verdict, the tab keeps working
-        return answer_only(f"⚠️ {message(exc, 'loading the model')}", last=last)
+        return answer_only(f"⚠️ {message(exc, 'loading the model')}", drawing=drawing)
     if prepared.blank:
-        return answer_only(prepared.message or BLANK_CANVAS, last=last)
+        return answer_only(prepared.message or BLANK_CANVAS, drawing=drawing)
     pred = clf.predict(prepared)
     return out(probs=figures.probabilities(pred.probabilities, clf.classes),
                verdict=f"{source}: " + figures.verdict(pred.probabilities, clf.classes, pred.message),
-               seen=figures.digit_image(pred.digit), last=last)
+               seen=figures.digit_image(pred.digit), drawing=drawing)
 
 
-def extras_view(last: tuple | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
+def extras_view(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
     """The slower views, after the answer: what drove it, and (only while shown) every model's answer and the
-    layers inside the selected model."""
-    return inline(extras_pictures(last, model, compare_shown, inside_shown))
+    layers inside the selected model. The drawing is kept for the next training's live view too."""
+    return {**inline(extras_pictures(drawing, model, compare_shown, inside_shown)), ui["last"]: drawing}
 
 
-def extras_pictures(last: tuple | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
+def extras_pictures(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
     """The slower views, with the saliency overlay as an image array."""
-    prepared = (last or NOTHING_DRAWN)[0]
     entries = catalogue.entries()  # the checkpoint folders, read once per stroke
     try:
+        prepared = unpack(drawing)
         entry, clf = catalogue.classifier(model, entries)
     except Exception:  # the verdict already says why
         return out(saliency=None, compare=None, inside_view=INSIDE_EMPTY)
@@ -143,39 +160,73 @@ def inside_view(prepared: Prepared, clf) -> str:
     return figures.pictures_html(pictures)
 
 
-def stroke(sketch: dict | None, model: str | None) -> dict:
-    """A stroke (or a clear) on the canvas: the answer; the slower views follow in their own event."""
+def stroke_pictures(sketch: dict | None, model: str | None) -> dict:
+    """A stroke (or a clear) on the canvas: the answer, its pictures as arrays."""
     try:
         prepared = prepare(sketch)
     except Exception as exc:
-        return answer_only(f"⚠️ {message(exc, 'reading the drawing')}", last=None)
-    return answer_view(prepared, "Your drawing", model)
+        return answer_only(f"⚠️ {message(exc, 'reading the drawing')}", drawing=None)
+    return answer_pictures(prepared, DRAWING, model)
+
+
+def stroke(sketch: dict | None, model: str | None) -> dict:
+    """A stroke as the page shows it: the answer, inline; the slower views follow in their own event."""
+    return inline(stroke_pictures(sketch, model))
 
 
 def draw(sketch: dict | None, model: str | None = None) -> tuple:
     """API: a Sketchpad value → probabilities, verdict, model input, saliency overlay and all models' answers."""
-    try:
-        prepared = prepare(sketch)
-    except Exception as exc:
-        return None, f"⚠️ {message(exc, 'reading the drawing')}", None, None, None
-    views = answer_pictures(prepared, "Your drawing", model)
-    views.update(extras_pictures(views[ui["last"]], model, compare_shown=True, inside_shown=False))
+    views = stroke_pictures(sketch, model)
+    views.update(extras_pictures(views[ui["drawing"]], model, compare_shown=True, inside_shown=False))
     return tuple(views.get(ui[k]) for k in ("probs", "verdict", "seen", "saliency", "compare"))
+
+
+STROKE_PATH = "/mnist_demo/stroke"
+STROKE_MAX_BYTES = 2_000_000  # a canvas's two PNGs are 5-60 KB
+ANSWER = ("probs", "verdict", "seen", "drawing")
+
+
+async def stroke_route(request: Request) -> JSONResponse:
+    """A stroke's answer for the page (assets/app.js): the canvas's images and the model's name in, the values of
+    the answer's components out. Not a Gradio event: one request and ~7.5 ms of server CPU, where the sketchpad's
+    own change event cost ~22 ms in 4-6 requests (three images sent ahead, new files uploaded, the event)."""
+    size = request.headers.get("content-length") or ""
+    if not size.isdigit() or int(size) > STROKE_MAX_BYTES:
+        return JSONResponse(answer_values(answer_only(f"⚠️ The drawing could not be sent: it must be under "
+                                                      f"{STROKE_MAX_BYTES // 1_000_000} MB.", drawing=None)))
+    try:
+        async with request.form(max_files=2, max_fields=1) as form:
+            images = {k: await form[k].read() for k in ("layer", "composite") if hasattr(form.get(k), "read")}
+            model = form.get("model")
+    except Exception:  # not a form, or more in it than a stroke sends
+        return JSONResponse(answer_values(answer_only("⚠️ The drawing arrived damaged; draw it again.",
+                                                      drawing=None)))
+    sketch = {"layers": [images["layer"]] if "layer" in images else [], "composite": images.get("composite")}
+    views = await run_in_threadpool(stroke, sketch, model if isinstance(model, str) else None)
+    return JSONResponse(answer_values(views))
+
+
+def answer_values(views: dict) -> list:
+    """An answer's values as the page's components take them (what Gradio's own events would send)."""
+    values = [ui[k].postprocess(views[ui[k]]) for k in ANSWER]
+    return [v.model_dump() if hasattr(v, "model_dump") else v for v in values]
 
 
 def on_upload(image: dict | None, model: str | None) -> dict:
     if not image:
-        return answer_only(BLANK_CANVAS, last=None)
+        return answer_only(BLANK_CANVAS, drawing=None)
     try:
         prepared = prepare(read(image))
     except Exception as exc:  # the broken thumbnail goes too, so nothing on screen contradicts the message
-        return answer_only(f"⚠️ {message(exc, 'reading the image')}", upload=None, last=None)
+        return answer_only(f"⚠️ {message(exc, 'reading the image')}", upload=None, drawing=None)
     return answer_view(prepared, "The uploaded image", model)
 
 
-def on_model_change(last: tuple | None, model: str | None) -> dict:
-    # The sketchpad's value cannot be re-read by a second listener, so the last input is kept in state.
-    return answer_view(*(last or NOTHING_DRAWN), model)
+def on_model_change(drawing: dict | None, model: str | None) -> dict:
+    try:
+        return answer_view(*unpacked(drawing), model)
+    except Exception as exc:
+        return answer_only(f"⚠️ {message(exc, 'reading the drawing')}", drawing=None)
 
 
 def classify(image: dict | None, model: str | None = "") -> dict[str, float] | None:
@@ -215,16 +266,18 @@ def examples_view(ex, note: str, taught: dict | None = None) -> dict:
                teach_status=note, remove=gr.Button(interactive=False), selected=None)
 
 
-def keep_example(last: tuple | None, label: str | None, ex) -> dict:
-    """"Wrong? It's a …": the 28×28 the model saw joins the examples with the right label."""
+def keep_example(drawing: dict | None, label: str | None, ex) -> dict:
+    """"Wrong? It's a …": the 28×28 the model saw joins the examples with the right label; said where it was
+    clicked, and in the teaching panel."""
     if label is None:
         return {}
-    prepared = (last or NOTHING_DRAWN)[0]
     try:
-        ex = examples.add(ex, prepared.digit, label, DIGITS)
+        ex = examples.add(ex, unpack(drawing).digit, label, DIGITS)
     except Exception as exc:
-        return {**out(teach_status=f"⚠️ {message(exc, 'keeping the example')}"), ui["correct"]: None}
-    return {**examples_view(ex, figures.examples_note(ex, DIGITS)), ui["correct"]: None}
+        text = f"⚠️ Not kept: {message(exc, 'keeping the example')}"
+        return out(teach_status=text, correct_note=text, correct=None)
+    note = figures.examples_note(ex, DIGITS)
+    return {**examples_view(ex, note), **out(correct=None, correct_note=f"✅ Kept as a **{label}**. {note}")}
 
 
 def correct_api(image: dict | None, label: str, ex) -> tuple:
@@ -299,9 +352,9 @@ def start_run(result: dict | None, request: gr.Request) -> dict:
                headline="Training… this run's test results appear here when it ends." + still_shown(result))
 
 
-def run(settings: dict, request: gr.Request | None, sanity: bool = False, last: tuple | None = None):
-    drawing = last[0].digit if last else None  # Draw's digit, if any: its probabilities show as the model learns
+def run(settings: dict, request: gr.Request | None, sanity: bool = False, last: dict | None = None):
     try:
+        drawing = unpack(last).digit  # Draw's digit, if any: its probabilities show as the model learns
         cfg = api.run_config({**settings, "csv_file": read(settings["csv_file"])}, sanity)
         shown = None
         for view in trainers.run(cfg, session(request), drawing=drawing, watch=True):
@@ -322,7 +375,7 @@ def train_endpoint(sanity: bool, doc: str):
     def endpoint(dataset: str = "mnist", csv_file: str | None = None, arch: str = "cnn", device: str = "auto",
                  optimizer: str | None = None, lr: float | None = None, batch_size: float | None = None,
                  epochs: float | None = None, subset: float | None = 0, augment: bool = False,
-                 seed: float | None = 0, last: tuple | None = None, request: gr.Request = None):
+                 seed: float | None = 0, last: dict | None = None, request: gr.Request = None):
         yield from run({k: v for k, v in locals().items() if k in SETTINGS}, request, sanity, last)
 
     endpoint.__doc__ = doc
@@ -331,21 +384,26 @@ def train_endpoint(sanity: bool, doc: str):
 
 train = train_endpoint(False, "API: train a model; streams progress, ends with the checkpoint and its test accuracy.")
 sanity_check = train_endpoint(True, "API: can these settings memorise a few images? If not: a bug or a bad lr.")
-# In the API's order; `last` (Draw's input, a gr.State) is not part of the API.
+# In the API's order; `last` (Draw's last input, as the slower views last saw it: a gr.State) is not part of it.
 SETTINGS = [name for name in inspect.signature(train).parameters if name not in ("last", "request")]
+
+
+NOTHING_TO_STOP = "Nothing to stop."
 
 
 def stop(request: gr.Request) -> str:
     """API: end this session's run after the current step; the best model so far is kept."""
     stopping = trainers.sessions.stop(session(request))
-    return "Stopping: keeping the best model so far…" if stopping else "Nothing to stop."
+    return "Stopping: keeping the best model so far…" if stopping else NOTHING_TO_STOP
 
 
-def stop_clicked(request: gr.Request) -> str:
+def stop_clicked(status: str | None, request: gr.Request) -> str:
     """The Stop button: a run being stopped says so in its own stream (at once), so that an update already on its
-    way cannot show "training" again after "stopping"; only "Nothing to stop." is written from here."""
+    way cannot show "training" again after "stopping". With nothing to stop, what the status line said (the last
+    run's result, or why it failed) stays above the answer."""
     if not trainers.sessions.stop(session(request)):
-        return "Nothing to stop."
+        said = (status or "").removesuffix(NOTHING_TO_STOP).strip()
+        return f"{said}\n{NOTHING_TO_STOP}" if said else NOTHING_TO_STOP
     queued = not trainers.sessions.running(session(request))
     return "Stopping: this run ends as soon as it leaves the queue." if queued else gr.skip()
 
@@ -427,6 +485,7 @@ def build_draw_tab() -> None:
             ui["probs"] = gr.Label(num_top_classes=10, label="Probabilities", elem_id="probs")
             ui["correct"] = gr.Radio(DIGITS, label="Wrong? It's a… (keeps this drawing as an example to teach)",
                                      elem_id="correct")
+            ui["correct_note"] = gr.Markdown(elem_id="correct-note")
         with gr.Column(scale=3, min_width=200):
             shown = dict(show_label=True, container=True, min_height=260)
             ui["seen"] = gr.HTML(label="What the model sees (28×28)", elem_id="seen", **shown)
@@ -447,15 +506,16 @@ def build_draw_tab() -> None:
     with gr.Accordion("Look inside the model", open=False, elem_id="inside") as ui["inside"]:
         ui["inside_view"] = gr.HTML(INSIDE_EMPTY, elem_id="inside-view")
     ui["last"], ui["compare_shown"], ui["inside_shown"] = gr.State(None), gr.State(False), gr.State(False)
+    ui["drawing"] = gr.JSON(visible=False)  # the last input, packed: kept in the page (see stroke_route)
 
 
 def build_teach_panel() -> None:
     with gr.Accordion("Teach it your handwriting", open=True, elem_id="teach"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                ui["examples_gallery"] = gr.Gallery(label="Your examples (click one to remove it)", columns=10,
-                                                    height="auto", elem_id="examples", object_fit="contain",
-                                                    allow_preview=False)
+                ui["examples_gallery"] = gr.Gallery(label="Your examples (to remove one: click it, then Remove)",
+                                                    columns=10, height="auto", elem_id="examples",
+                                                    object_fit="contain", allow_preview=False)
                 with gr.Row():
                     ui["remove"] = gr.Button("Remove the selected example", size="sm", interactive=False,
                                              elem_id="remove-example")
@@ -571,21 +631,22 @@ def build_models_tab() -> None:
 
 
 def wire_draw() -> None:
-    answer = [ui[k] for k in ("probs", "verdict", "seen", "last")]
-    slower = [ui[k] for k in ("saliency", "compare", "inside_view")]
+    answer = [ui[k] for k in ("probs", "verdict", "seen", "drawing")]
+    slower = [ui[k] for k in ("saliency", "compare", "inside_view", "last")]
     fast = dict(concurrency_id="classify", concurrency_limit=4, show_progress="hidden")
     # The answer first, then the slower views (only those shown) in an event of their own, so the bars never wait.
-    # The answer is unqueued (~3 ms of work; the queue's messages would cost more); the views queue one at a time,
-    # so that under a class's load they never take the cores from the answers (30 students: p95 1.8 s → 0.27 s).
-    extras = dict(fn=extras_view, inputs=[ui[k] for k in ("last", "model", "compare_shown", "inside_shown")],
+    # The views queue one at a time, so that under a class's load they never take the cores from the answers
+    # (30 students: p95 1.8 s → 0.27 s), and a session's views wait for its newest stroke only ("always_last";
+    # the default for a chained event, "once", would drop it and leave an older stroke's saliency on screen).
+    extras = dict(fn=extras_view, inputs=[ui[k] for k in ("drawing", "model", "compare_shown", "inside_shown")],
                   outputs=slower, api_visibility="private", show_progress="hidden", concurrency_id="views",
-                  concurrency_limit=1)
-    # Exactly one listener reads the sketchpad: a second one would find its uploaded strokes already consumed.
-    stroked = ui["sketch"].change(stroke, [ui["sketch"], ui["model"]], answer, trigger_mode="always_last",
-                                  queue=False, show_progress="hidden", api_visibility="private")
+                  concurrency_limit=1, trigger_mode="always_last")
+    # A stroke's answer comes from stroke_route, fetched by the page itself (assets/app.js), not from a Gradio event.
+    stroked = ui["sketch"].change(None, ui["model"], answer, show_progress="hidden", api_visibility="private",
+                                  js=f"(model) => window.mnistStroke(model, '{STROKE_PATH}')")
     stroked.then(None, None, ui["upload"], js="() => null")  # the verdict never concerns a picture still shown
     stroked.success(**extras)
-    ui["model"].input(on_model_change, [ui["last"], ui["model"]], answer, api_visibility="private",
+    ui["model"].input(on_model_change, [ui["drawing"], ui["model"]], answer, api_visibility="private",
                       **fast).success(**extras)
     for event in (ui["upload"].upload, ui["upload"].clear):
         event(on_upload, [ui["upload"], ui["model"]], [*answer, ui["upload"]], preprocess=False,
@@ -610,7 +671,10 @@ def wire_draw() -> None:
 def wire_teach(answer: list, extras: dict) -> None:
     shown = [ui[k] for k in ("examples", "examples_gallery", "examples_csv", "teach_status", "remove", "selected")]
     private = dict(api_visibility="private")
-    ui["correct"].input(keep_example, [ui["last"], ui["correct"], ui["examples"]], [*shown, ui["correct"]], **private)
+    # The drawing whose answer is on screen, or on its way: a correction clicked as a stroke ends waits for it.
+    ui["correct"].input(keep_example, [ui["drawing"], ui["correct"], ui["examples"]],
+                        [*shown, ui["correct"], ui["correct_note"]],
+                        js="async (drawing, label, ex) => [await window.mnistDrawing(drawing), label, ex]", **private)
     ui["examples_gallery"].select(select_example, None, [ui["selected"], ui["remove"]], **private)
     ui["remove"].click(remove_example, [ui["examples"], ui["selected"]], shown, **private)
     ui["examples_upload"].upload(upload_examples, [ui["examples_upload"], ui["examples"]], shown, preprocess=False,
@@ -620,7 +684,7 @@ def wire_teach(answer: list, extras: dict) -> None:
         concurrency_id="train", concurrency_limit=Trainers.slots(), show_progress="hidden", api_name="teach")
     for outcome in (taught.success, taught.failure):  # not .then(): it does not fire after an error
         outcome(lambda: gr.Button(interactive=True), None, ui["teach_btn"], **private)
-    taught.success(on_model_change, [ui["last"], ui["model"]], answer, **private).success(**extras)  # by the new model
+    taught.success(on_model_change, [ui["drawing"], ui["model"]], answer, **private).success(**extras)  # the new model
     # /correct for API clients: an image file and its right label join this session's examples.
     with gr.Group(visible=False):
         image, label, note = gr.Image(type="filepath", label="image"), gr.Textbox(label="label"), gr.Markdown()
@@ -652,7 +716,7 @@ def wire_train(demo: gr.Blocks) -> None:
                           api_visibility="private")
     ui["show_table"].click(prediction_table, ui["result"], ui["table"], api_visibility="private")
     # Stop must never queue behind the run it stops, so it has no concurrency limit.
-    ui["stop"].click(stop_clicked, None, ui["status"], concurrency_limit=None, api_visibility="private")
+    ui["stop"].click(stop_clicked, ui["status"], ui["status"], concurrency_limit=None, api_visibility="private")
     with gr.Group(visible=False):  # /stop for API clients, which want its answer in words
         stop_api, said = gr.Button(), gr.Textbox()
     stop_api.click(stop, None, said, concurrency_limit=None, api_name="stop")
@@ -703,7 +767,8 @@ def launch_options() -> dict:
     # Checkpoint folders may live outside the working directory (env settings), yet must stay downloadable.
     folders = [str(catalogue.shipped_dir), str(catalogue.runs_dir)]
     return dict(theme=theme.theme(), css=theme.css(), max_file_size="25mb", allowed_paths=folders,
-                app_kwargs={**theme.compression(), "lifespan": sessions.expiring_sessions()})
+                app_kwargs={**theme.compression(), "lifespan": sessions.expiring_sessions(),
+                            "routes": [Route(STROKE_PATH, stroke_route, methods=["POST"])]})
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -61,54 +63,88 @@ PAGE = ThreadPoolExecutor(4 * STUDENTS)  # the requests a page sends side by sid
 
 
 class Student(HttpUser):
-    """One student's browser tab drawing, over the requests its page sends for a stroke (seen in Chromium): the
-    canvas's three images sent ahead to the sketchpad, the new ones uploaded as files, the answer, then (in our app)
-    the slower views' event; `resends` more sets of the three files, as a bare Gradio page sends.
-    The answer's time is the stroke's latency."""
+    """One student's browser tab drawing, over the requests its page sends for a stroke (seen in Chromium). Ours:
+    the stroke's images to the answer's own route, then the slower views' event (one at a time per tab; while one
+    runs, only the newest stroke's waits, as Gradio's "always_last" does). A bare Gradio app: the canvas's three
+    images sent ahead to the sketchpad, the new ones uploaded as files, the event, and `resends` more sets of the
+    three files, as its page sends them. The answer's time is the stroke's latency."""
 
     def __init__(self, url: str, config: dict, resends: int = 0):
         super().__init__(url)
         self.config, self.resends, self.strokes, self.background = config, resends, 0, None
-        self.views_s: list[float] = []  # stroke → the slower views, for each stroke
+        self.views_s: list[float] = []  # stroke → its slower views, for each stroke whose views ran
+        self.views_errors: list[str] = []
+        self.views_lock, self.views_busy, self.views_next = threading.Lock(), False, None
 
     @staticmethod
     def page_config(url: str) -> dict:
-        """The sketchpad's id and the events a stroke sets off, from the page's own configuration."""
+        """The sketchpad's id, the events a stroke sets off and (ours) the answer's route, from the page's own
+        configuration."""
         cfg = httpx.get(url + "config").json()
         sketch = next(c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id") == "sketch")
         answer = next(d for d in cfg["dependencies"] if [sketch, "change"] in [list(t) for t in d["targets"]])
         extras = [d for d in cfg["dependencies"] if d.get("trigger_after") == answer["id"]
                   and d.get("trigger_only_on_success")]
-        return {"sketch": sketch, "answer": answer["id"], "queued": answer.get("queue") is not False,
+        route = None if answer.get("backend_fn") else re.search(r"'(/[^']+)'", answer["js"]).group(1)
+        return {"sketch": sketch, "answer": answer["id"], "queued": answer.get("queue") is not False, "route": route,
                 "extras": extras and extras[0]["id"], "extras_queued": extras and extras[0].get("queue") is not False}
 
     def stroke(self, canvases: list[tuple[bytes, bytes, bytes]]) -> dict:
         """The next stroke; canvases differ in bytes (not in the digit), as a student's successive strokes do."""
-        background, layer, composite = canvases[self.strokes % len(canvases)]
+        canvas = canvases[self.strokes % len(canvases)]
         self.strokes += 1
-        t0, blob = time.perf_counter(), uuid.uuid4().hex[:11]
+        t0 = time.perf_counter()
+        if self.config["route"]:
+            probs, _, _, drawing = self.http.post(self.url + self.config["route"].lstrip("/"), files={
+                "layer": ("layer.png", canvas[1]), "composite": ("composite.png", canvas[2])}).json()
+        else:
+            probs, drawing = self._gradio_event(canvas), None
+        answer_s = time.perf_counter() - t0
+        if self.config["extras"]:
+            self._views(drawing, t0)
+        return {"label": probs and probs.get("label"), "answer_s": answer_s}
+
+    def _gradio_event(self, canvas: tuple[bytes, bytes, bytes]) -> dict:
+        """A stroke as Gradio 6.31's own sketchpad sends it: the three images at once, then the new files at once
+        (the same bytes only once), the event; the page's re-sends after it."""
+        background, layer, composite = canvas
+        blob = uuid.uuid4().hex[:11]
 
         def send_ahead(kind: str, png: bytes, index: str) -> None:
             self.http.post(self.url + "gradio_api/component_server/", files={"file": (f"{kind}.png", png)},
                            data={"id": blob, "type": kind, "index": index, "component_id": str(self.config["sketch"]),
                                  "fn_name": "accept_blobs", "session_hash": self.session}).raise_for_status()
 
-        # As the page does: the three images at once, then the new files at once (the same bytes only once).
         list(PAGE.map(send_ahead, ("background", "composite", "layer"), (background, composite, layer),
                       ("null", "null", "0")))
         files = [layer, composite] + ([] if self.background else [background])
         layer_file, composite_file, *first = [f[0] for f in PAGE.map(self._upload, files)]
         self.background = self.background or first[0]
         value = {"background": self.background, "layers": [layer_file], "composite": composite_file, "id": None}
-        answer = self._run(self.config["answer"], [value, None], self.config["queued"])[0]
-        answer_s = time.perf_counter() - t0
+        probs = self._run(self.config["answer"], [value, None], self.config["queued"])[0]
         list(PAGE.map(self._upload, [background, layer, composite] * self.resends))
-        if self.config["extras"]:
-            saliency = self._run(self.config["extras"], [None, None, None, None], self.config["extras_queued"])[0]
-            if isinstance(saliency, dict):  # a picture as a file, which the page then fetches
-                self.http.get(saliency["url"]).raise_for_status()
-            self.views_s.append(time.perf_counter() - t0)
-        return {"label": answer and answer.get("label"), "answer_s": answer_s}
+        return probs
+
+    def _views(self, drawing: dict | None, t0: float) -> None:
+        with self.views_lock:
+            if self.views_busy:  # the newest stroke's views wait for the running ones; older waiting ones are dropped
+                self.views_next = (drawing, t0)
+                return
+            self.views_busy = True
+        PAGE.submit(self._views_in_turn, drawing, t0)
+
+    def _views_in_turn(self, drawing: dict | None, t0: float) -> None:
+        while True:
+            try:
+                self._run(self.config["extras"], [drawing, None, False, False], self.config["extras_queued"])
+                self.views_s.append(time.perf_counter() - t0)
+            except Exception as exc:  # counted with the answers' errors
+                self.views_errors.append(repr(exc)[:200])
+            with self.views_lock:
+                if self.views_next is None:
+                    self.views_busy = False
+                    return
+                (drawing, t0), self.views_next = self.views_next, None
 
     def _run(self, fn_index: int, data: list, queued: bool) -> list:
         if queued:
@@ -152,6 +188,9 @@ def students_drawing(url: str, pid: int, seconds: float, until=lambda: False, re
     res["cpu_ms_per_stroke"] = round(1000 * (tree_jiffies(pid) - cpu0) / TICK / strokes, 1)
     res["generator_cpu_ms_per_stroke"] = round(1000 * (time.process_time() - own0) / strokes, 1)
     views = [1000 * s for student in students for s in student.views_s]
+    views_errors = [e for student in students for e in student.views_errors]
+    res["errors"] += len(views_errors)
+    res["error_samples"] += views_errors[:3]
     if views:
         res.update(views_p50_ms=round(float(np.percentile(views, 50)), 1),
                    views_p95_ms=round(float(np.percentile(views, 95)), 1))
@@ -169,7 +208,7 @@ def request_kind(url: str) -> str | None:
     for kind in ("component_server", "upload", "queue/join", "run/predict", "file=", "queue/data"):
         if f"gradio_api/{kind}" in url:
             return kind
-    return None
+    return "stroke route" if "/mnist_demo/" in url else None
 
 
 def idle_cpu_s(pid: int, seconds: float = 5.0) -> float:

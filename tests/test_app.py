@@ -17,9 +17,9 @@ from gradio_client.utils import Status
 from PIL import Image, ImageDraw
 
 import app
-from mnist_demo import figures
+from mnist_demo import examples, figures
 from mnist_demo.live_run import PLOT_POINTS
-from mnist_demo.preprocess import prepare
+from mnist_demo.preprocess import prepare, unpack
 from mnist_demo.train import TrainConfig
 
 # The first MNIST test digits (7, 2, 1, 0, 4) and a few more with other labels: every bundled model gets them right.
@@ -273,21 +273,59 @@ def test_ui_handlers_turn_bad_uploads_into_messages(app_url, tmp_path):
     assert "blank" in app.on_upload(None, None)[app.ui["verdict"]]
 
 
+def stroke_pngs(mnist, index: int = 0) -> dict:
+    """Test digit `index` as the page sends a stroke: the sketchpad's layer (ink in its alpha) and composite."""
+    ink = mnist.test.images[index].numpy().repeat(10, 0).repeat(10, 1)
+    pngs = {}
+    for name, image in (("layer", Image.fromarray(np.dstack([np.zeros((*ink.shape, 3), np.uint8), ink]), "RGBA")),
+                        ("composite", Image.fromarray(255 - ink, "L"))):
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        pngs[name] = (f"{name}.png", buf.getvalue(), "image/png")
+    return pngs
+
+
 def test_a_stroke_answers_first_and_the_slower_views_only_while_shown(app_url, mnist):
     import gradio as gr
 
-    ink = (mnist.test.images[0].numpy()[..., None] * np.array([0, 0, 0, 1], np.uint8)).repeat(10, 0).repeat(10, 1)
-    answer = app.stroke({"background": None, "layers": [ink], "composite": None}, None)
-    # The bars' event carries no slower view, so they never wait for one.
-    assert set(answer) == {app.ui[k] for k in ("probs", "verdict", "seen", "last")}
-    assert max(answer[app.ui["probs"]], key=answer[app.ui["probs"]].get) == str(int(mnist.test.labels[0]))
-    last = answer[app.ui["last"]]
-    hidden = app.extras_view(last, None, compare_shown=False, inside_shown=False)
-    assert hidden[app.ui["saliency"]] is not None  # always on screen
+    label = str(int(mnist.test.labels[0]))
+    # The page posts a stroke's images to the answer's own route: the bars, verdict, picture and kept drawing.
+    response = httpx.post(app_url.rstrip("/") + app.STROKE_PATH, files=stroke_pngs(mnist), data={"model": ""})
+    probs, verdict, seen, drawing = response.json()
+    assert len(response.json()) == len(app.ANSWER)  # no slower view: the bars never wait for one
+    assert probs["label"] == label and len(probs["confidences"]) == len(app.DIGITS)
+    assert f"It's a **{label}**" in verdict and seen.startswith("<img")
+    # The kept drawing is the 28×28 the model read: every later view and correction reads the same pixels.
+    assert unpack(drawing).digit.shape == (28, 28) and drawing["source"] == app.DRAWING
+    hidden = app.extras_view(drawing, None, compare_shown=False, inside_shown=False)
+    assert hidden[app.ui["saliency"]] is not None and hidden[app.ui["last"]] == drawing  # always on screen
     assert all(isinstance(hidden[app.ui[k]], type(gr.skip())) for k in ("compare", "inside_view"))
-    shown = app.extras_view(last, None, compare_shown=True, inside_shown=True)
+    shown = app.extras_view(drawing, None, compare_shown=True, inside_shown=True)
     assert len(shown[app.ui["compare"]]) == len(app.catalogue.entries())
     assert "<img" in shown[app.ui["inside_view"]]
+
+
+@pytest.mark.parametrize("case", ["no images", "not an image", "too large", "not a form", "no length"])
+def test_a_bad_stroke_request_gets_a_plain_verdict(app_url, case):
+    url = app_url.rstrip("/") + app.STROKE_PATH
+    send = {"no images": dict(data={"model": ""}),
+            "not an image": dict(files={"layer": ("layer.png", b"no picture here", "image/png")}),
+            "too large": dict(files={"layer": ("layer.png", bytes(app.STROKE_MAX_BYTES + 1), "image/png")}),
+            "not a form": dict(content=b"{}", headers={"content-type": "application/json"}),
+            "no length": dict(content=iter([b"--x--"]), headers={"content-type": "multipart/form-data; boundary=x"})}
+    response = httpx.post(url, **send[case])
+    assert response.status_code == 200
+    probs, verdict, seen, _ = response.json()
+    assert not probs and seen is None and verdict and "Error" not in verdict and "/" not in verdict
+    assert httpx.get(app_url).status_code == 200  # still serving
+
+
+def test_a_kept_drawing_from_the_page_is_checked(app_url, mnist):
+    blank = app.on_model_change(None, None)
+    assert "blank" in blank[app.ui["verdict"]]
+    damaged = app.on_model_change({"pixels": "AAAA", "message": "", "source": "x"}, None)
+    assert "damaged" in damaged[app.ui["verdict"]] and damaged[app.ui["probs"]] is None
+    assert "damaged" in app.keep_example({"pixels": 5}, "3", examples.empty())[app.ui["teach_status"]]
 
 
 def test_the_sketchpad_keeps_only_its_newest_strokes_images():

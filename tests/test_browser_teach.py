@@ -83,8 +83,9 @@ def test_correct_a_drawing_then_teach_and_the_new_model_reads_it(page, runs):
     expect(page.locator("#teach-btn")).to_be_enabled()
     clear(page)
     draw(page, ONE)
+    keep_as(page, "1", 2)  # clicked as the stroke ends, before its answer came: this drawing is kept, not the blank
+    expect(page.locator("#correct-note")).to_contain_text("Kept as a 1")  # said where it was clicked
     expect(top_digit(page)).to_have_text("1", timeout=15000)
-    keep_as(page, "1", 2)
     expect(page.locator("#teach-status")).to_contain_text("2 examples")
     page.locator("#teach-btn").click()
     expect(page.locator("#teach-status")).to_contain_text("Taught", timeout=120000)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_demo.errors import BLANK_CANVAS
 from mnist_demo.inference import Classifier
-from mnist_demo.preprocess import ImageError, centre_of_mass, prepare
+from mnist_demo.preprocess import ImageError, centre_of_mass, pack, prepare, unpack
 
 CNN = "checkpoints/cnn.safetensors"
 
@@ -151,3 +152,18 @@ def test_fully_inked_canvas_is_flagged():
     layer[..., 3] = 255  # every pixel painted
     prepared = prepare({"background": None, "layers": [layer], "composite": None})
     assert prepared.digit is not None and "mostly ink" in prepared.message
+
+
+def test_a_packed_input_comes_back_as_the_pixels_the_model_read(mnist):
+    prepared = prepare(mnist.test.images[0].numpy())
+    back = unpack(pack(prepared))
+    assert back.message == prepared.message and np.abs(back.digit - prepared.digit).max() <= 0.5 / 255
+    assert np.array_equal(unpack(pack(back)).digit, back.digit)  # packing is exact once quantised
+    blank = unpack(pack(prepare(None)))
+    assert blank.blank and blank.message == BLANK_CANVAS and unpack(None).blank
+
+
+@pytest.mark.parametrize("damaged", [{"pixels": "AAAA"}, {"pixels": "not base64!"}, {"pixels": 7}, ["x"], "x"])
+def test_a_damaged_packed_input_is_refused_in_plain_words(damaged):
+    with pytest.raises(ImageError, match="damaged"):
+        unpack(damaged)

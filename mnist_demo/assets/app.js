@@ -21,7 +21,21 @@
   // sent once, and its answer reused for a minute (a fraction of the server's cache lifetime).
   const sent = [];
   const fetchOnce = window.fetch;
+  // The sketchpad hands each stroke's images to Gradio (`accept_blobs`) before its change event; no Gradio event
+  // reads them (a stroke's answer has its own route, app.py's stroke_route), so the newest stroke's stay here.
+  let canvas = {id: null, images: {}};
+  const keepBlob = (form) => {
+    if (canvas.id !== form.get('id')) canvas = {id: form.get('id'), images: {}};
+    if (['layer', 'composite'].includes(form.get('type'))) canvas.images[form.get('type')] = form.get('file');
+    return Promise.resolve(new Response('null', {headers: {'Content-Type': 'application/json'}}));
+  };
+  // Clearing the canvas sends no images: its change event must find none.
+  document.addEventListener('click', (e) => {
+    if (e.target.closest?.('#sketch button[aria-label="Clear canvas"]')) canvas = {id: null, images: {}};
+  }, true);
   window.fetch = function (url, options) {
+    if (String(url).includes('/component_server') && options?.body instanceof FormData
+        && options.body.get('fn_name') === 'accept_blobs') return keepBlob(options.body);
     const parts = String(url).includes('/gradio_api/upload') && options?.body instanceof FormData
       ? [...options.body.values()] : [];
     if (parts.length !== 1 || !(parts[0] instanceof Blob)) return fetchOnce.apply(this, arguments);
@@ -39,6 +53,39 @@
       sent.length = Math.min(sent.length, 12);
       return response;
     });
+  };
+  // A stroke's answer, in one request: the newest stroke's images and the model's name to stroke_route, back the
+  // values of the bars, the verdict, the model's input and the kept drawing. Every call returns the newest stroke's
+  // answer, so a slow answer to an older stroke never replaces a newer one on screen.
+  const root = () => String(window.gradio_config?.root ?? '').replace(/\/$/, '');
+  const answer = async (model, path) => {
+    const form = new FormData();
+    Object.entries(canvas.images).forEach(([type, image]) => form.append(type, image));
+    if (model) form.append('model', model);
+    try {
+      const response = await fetchOnce(root() + path, {method: 'POST', body: form});
+      if (response.ok) return await response.json();
+    } catch (error) { /* said below, in the verdict */ }
+    return [null, '⚠️ The server did not answer this stroke; draw again in a moment.', null, null];
+  };
+  let newest = null, strokeEnded = 0, answered = 0, answeredDrawing = null;
+  window.mnistStroke = async (model, path) => {
+    newest = answer(model, path);
+    let waited, result;
+    do { waited = newest; result = await waited; } while (waited !== newest);
+    [answered, answeredDrawing] = [performance.now(), result[3]];
+    return result;
+  };
+  // A correction is about the drawing on the canvas: one clicked as a stroke ends (its answer takes ~0.5 s to
+  // come, the canvas's export included) waits for that stroke's answer, up to 5 s.
+  document.addEventListener('pointerup', (e) => {
+    if (e.target.closest?.('#sketch canvas')) strokeEnded = performance.now();
+  }, true);
+  window.mnistDrawing = async (drawing) => {
+    if (strokeEnded <= answered) return drawing;  // nothing on its way: the page holds the newest input
+    const start = performance.now();
+    while (strokeEnded > answered && performance.now() - start < 5000) await new Promise((r) => setTimeout(r, 50));
+    return strokeEnded > answered ? drawing : answeredDrawing;
   };
   // A dropdown left with Tab stays open over the fields below it: once the focus has moved on, tell the dropdown
   // it lost the focus (Gradio 6.31 closes its list on that event, but Tab does not deliver it).
