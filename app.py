@@ -1,5 +1,6 @@
 """Gradio app: the Draw, Train and Models tabs, as layout and event wiring over the mnist_demo library."""
 
+import asyncio
 import copy
 import hashlib
 import html
@@ -126,8 +127,8 @@ def answer_pictures(prepared: Prepared, source: str, model: str | None) -> dict:
 
 def extras_view(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
     """The slower views, after the answer: what drove it, and (only while shown) every model's answer and the
-    layers inside the selected model. The drawing is kept for the next training's live view too."""
-    return {**inline(extras_pictures(drawing, model, compare_shown, inside_shown)), ui["last"]: drawing}
+    layers inside the selected model."""
+    return inline(extras_pictures(drawing, model, compare_shown, inside_shown))
 
 
 def extras_pictures(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
@@ -181,9 +182,13 @@ def draw(sketch: dict | None, model: str | None = None) -> tuple:
     return tuple(views.get(ui[k]) for k in ("probs", "verdict", "seen", "saliency", "compare"))
 
 
-STROKE_PATH = "/mnist_demo/stroke"
+STROKE_PATH, VIEWS_PATH = "/mnist_demo/stroke", "/mnist_demo/views"
 STROKE_MAX_BYTES = 2_000_000  # a canvas's two PNGs are 5-60 KB
-ANSWER = ("probs", "verdict", "seen", "drawing")
+VIEWS_MAX_BYTES = 20_000  # a packed drawing is ~1 KB
+ANSWER, VIEWS = ("probs", "verdict", "seen", "drawing"), ("saliency", "compare", "inside_view")
+# One view at a time across all tabs, so that under a class's load they never take the cores from the answers
+# (and from a training); each tab asks only for its newest stroke's views (assets/app.js).
+VIEWS_TURN = asyncio.Semaphore(1)
 
 
 async def stroke_route(request: Request) -> JSONResponse:
@@ -192,23 +197,45 @@ async def stroke_route(request: Request) -> JSONResponse:
     own change event cost ~22 ms in 4-6 requests (three images sent ahead, new files uploaded, the event)."""
     size = request.headers.get("content-length") or ""
     if not size.isdigit() or int(size) > STROKE_MAX_BYTES:
-        return JSONResponse(answer_values(answer_only(f"⚠️ The drawing could not be sent: it must be under "
-                                                      f"{STROKE_MAX_BYTES // 1_000_000} MB.", drawing=None)))
+        views = answer_only(f"⚠️ The drawing could not be sent: it must be under {STROKE_MAX_BYTES // 1_000_000} MB.",
+                            drawing=None)
+        return JSONResponse(page_values(views, ANSWER))
     try:
         async with request.form(max_files=2, max_fields=1) as form:
             images = {k: await form[k].read() for k in ("layer", "composite") if hasattr(form.get(k), "read")}
             model = form.get("model")
     except Exception:  # not a form, or more in it than a stroke sends
-        return JSONResponse(answer_values(answer_only("⚠️ The drawing arrived damaged; draw it again.",
-                                                      drawing=None)))
+        return JSONResponse(page_values(answer_only("⚠️ The drawing arrived damaged; draw it again.", drawing=None),
+                                        ANSWER))
     sketch = {"layers": [images["layer"]] if "layer" in images else [], "composite": images.get("composite")}
     views = await run_in_threadpool(stroke, sketch, model if isinstance(model, str) else None)
-    return JSONResponse(answer_values(views))
+    return JSONResponse(page_values(views, ANSWER))
 
 
-def answer_values(views: dict) -> list:
-    """An answer's values as the page's components take them (what Gradio's own events would send)."""
-    values = [ui[k].postprocess(views[ui[k]]) for k in ANSWER]
+async def views_route(request: Request) -> JSONResponse:
+    """The slower views for the page (assets/app.js): the kept drawing, the model's name and which panels are open
+    in; saliency, every model's answer and Look inside (those two only while open) out. Not a Gradio event either:
+    ~9 ms of server CPU where the queued event cost ~19 ms, its queue and event stream included."""
+    size = request.headers.get("content-length") or ""
+    try:
+        if not size.isdigit() or int(size) > VIEWS_MAX_BYTES:
+            raise ValueError("too large")
+        asked = await request.json()
+        drawing, model = asked.get("drawing"), asked.get("model")
+        shown = bool(asked.get("compare")), bool(asked.get("inside"))
+    except Exception:  # not what the page sends: nothing to show
+        drawing, model, shown = None, None, (False, False)
+    async with VIEWS_TURN:
+        views = await run_in_threadpool(extras_view, drawing, model if isinstance(model, str) else None, *shown)
+    return JSONResponse(page_values(views, VIEWS))
+
+
+def page_values(views: dict, names: tuple[str, ...]) -> list:
+    """Views as the page's components take them (what Gradio's own events would send); skipped ones stay as
+    they are."""
+    skip = gr.skip()
+    values = [views[ui[k]] if isinstance(views[ui[k]], dict) and views[ui[k]] == skip
+              else ui[k].postprocess(views[ui[k]]) for k in names]
     return [v.model_dump() if hasattr(v, "model_dump") else v for v in values]
 
 
@@ -344,11 +371,12 @@ def still_shown(result: dict | None) -> str:
     return f" The results below are still those of **{Path(result['path']).stem}**." if result else ""
 
 
-def start_run(result: dict | None, request: gr.Request) -> dict:
-    """Runs before the (queued) training, so Stop works while this session still waits in line."""
+def start_run(result: dict | None, drawing: dict | None, request: gr.Request) -> dict:
+    """Runs before the (queued) training, so Stop works while this session still waits in line; Draw's last
+    input goes with the run, for its live view."""
     trainers.sessions.arm(session(request))
     return out(status="Queued: waiting for the trainer (your place in the queue shows on the progress bar)…",
-               train=gr.Button(interactive=False), overfit=gr.Button(interactive=False),
+               train=gr.Button(interactive=False), overfit=gr.Button(interactive=False), last=drawing,
                headline="Training… this run's test results appear here when it ends." + still_shown(result))
 
 
@@ -505,8 +533,10 @@ def build_draw_tab() -> None:
     build_teach_panel()
     with gr.Accordion("Look inside the model", open=False, elem_id="inside") as ui["inside"]:
         ui["inside_view"] = gr.HTML(INSIDE_EMPTY, elem_id="inside-view")
-    ui["last"], ui["compare_shown"], ui["inside_shown"] = gr.State(None), gr.State(False), gr.State(False)
-    ui["drawing"] = gr.JSON(visible=False)  # the last input, packed: kept in the page (see stroke_route)
+    # Kept in the page, for the routes (see stroke_route): the last input, packed, and which panels are open.
+    ui["drawing"] = gr.JSON(visible=False)
+    ui["compare_shown"], ui["inside_shown"] = gr.Checkbox(False, visible=False), gr.Checkbox(False, visible=False)
+    ui["last"] = gr.State(None)  # Draw's last input as a training started: its live view shows it
 
 
 def build_teach_panel() -> None:
@@ -632,17 +662,13 @@ def build_models_tab() -> None:
 
 def wire_draw() -> None:
     answer = [ui[k] for k in ("probs", "verdict", "seen", "drawing")]
-    slower = [ui[k] for k in ("saliency", "compare", "inside_view", "last")]
     fast = dict(concurrency_id="classify", concurrency_limit=4, show_progress="hidden")
-    # The answer first, then the slower views (only those shown) in an event of their own, so the bars never wait.
-    # The views queue one at a time, so that under a class's load they never take the cores from the answers
-    # (30 students: p95 1.8 s → 0.27 s), and a session's views wait for its newest stroke only ("always_last";
-    # the default for a chained event, "once", would drop it and leave an older stroke's saliency on screen).
-    extras = dict(fn=extras_view, inputs=[ui[k] for k in ("drawing", "model", "compare_shown", "inside_shown")],
-                  outputs=slower, api_visibility="private", show_progress="hidden", concurrency_id="views",
-                  concurrency_limit=1, trigger_mode="always_last")
-    # A stroke's answer comes from stroke_route, fetched by the page itself (assets/app.js), not from a Gradio event.
-    stroked = ui["sketch"].change(None, ui["model"], answer, show_progress="hidden", api_visibility="private",
+    # The answer first, then the slower views (only those shown) in a request of their own, so the bars never
+    # wait: both come from the app's own routes (stroke_route, views_route), fetched by the page (assets/app.js).
+    extras = dict(fn=None, inputs=[ui[k] for k in ("drawing", "model", "compare_shown", "inside_shown")],
+                  outputs=[ui[k] for k in VIEWS], show_progress="hidden",
+                  js=f"(...asked) => window.mnistViews(...asked, '{VIEWS_PATH}')")
+    stroked = ui["sketch"].change(None, ui["model"], answer, show_progress="hidden",
                                   js=f"(model) => window.mnistStroke(model, '{STROKE_PATH}')")
     stroked.then(None, None, ui["upload"], js="() => null")  # the verdict never concerns a picture still shown
     stroked.success(**extras)
@@ -652,8 +678,8 @@ def wire_draw() -> None:
         event(on_upload, [ui["upload"], ui["model"]], [*answer, ui["upload"]], preprocess=False,
               api_visibility="private", **fast).success(**extras)
     for panel, state in (("compare_panel", "compare_shown"), ("inside", "inside_shown")):
-        for event, shown in ((ui[panel].expand, True), (ui[panel].collapse, False)):
-            event(lambda shown=shown: shown, None, ui[state], api_visibility="private", queue=False).then(**extras)
+        for event, shown in ((ui[panel].expand, "true"), (ui[panel].collapse, "false")):
+            event(None, None, ui[state], js=f"() => {shown}").success(**extras)
     wire_teach(answer, extras)
     with gr.Group(visible=False):  # the API's endpoints; their components stay hidden
         # /draw: a Sketchpad value in, everything Draw shows out, in one answer; its pictures as PNG files.
@@ -703,7 +729,8 @@ def wire_train(demo: gr.Blocks) -> None:
     for trigger in (ui["arch"].input, ui["device"].input, demo.load):
         trigger(fill_recipe, [ui["arch"], ui["device"]], recipe_outputs, api_visibility="private")
     for button, fn, name in ((ui["train"], train, "train"), (ui["overfit"], sanity_check, "sanity_check")):
-        started = button.click(start_run, ui["result"], [ui["status"], ui["train"], ui["overfit"], ui["headline"]],
+        started = button.click(start_run, [ui["result"], ui["drawing"]],
+                               [ui[k] for k in ("status", "train", "overfit", "headline", "last")],
                                api_visibility="private")
         run_event = started.then(fn, [ui[k] for k in (*SETTINGS, "last")], stream, concurrency_id="train",
                                  concurrency_limit=Trainers.slots(), show_progress="minimal",
@@ -768,7 +795,8 @@ def launch_options() -> dict:
     folders = [str(catalogue.shipped_dir), str(catalogue.runs_dir)]
     return dict(theme=theme.theme(), css=theme.css(), max_file_size="25mb", allowed_paths=folders,
                 app_kwargs={**theme.compression(), "lifespan": sessions.expiring_sessions(),
-                            "routes": [Route(STROKE_PATH, stroke_route, methods=["POST"])]})
+                            "routes": [Route(STROKE_PATH, stroke_route, methods=["POST"]),
+                                       Route(VIEWS_PATH, views_route, methods=["POST"])]})
 
 
 if __name__ == "__main__":

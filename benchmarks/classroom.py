@@ -62,10 +62,15 @@ ENSURE_BRUSH_JS = """() => { const tools = document.querySelectorAll('#sketch .t
 PAGE = ThreadPoolExecutor(4 * STUDENTS)  # the requests a page sends side by side
 
 
+def page_route(dependency: dict) -> str | None:
+    """The app's own route that an event's page script fetches (ours), or None for a Gradio event."""
+    return None if dependency.get("backend_fn") else re.search(r"'(/[^']+)'", dependency["js"]).group(1)
+
+
 class Student(HttpUser):
     """One student's browser tab drawing, over the requests its page sends for a stroke (seen in Chromium). Ours:
-    the stroke's images to the answer's own route, then the slower views' event (one at a time per tab; while one
-    runs, only the newest stroke's waits, as Gradio's "always_last" does). A bare Gradio app: the canvas's three
+    the stroke's images to the answer's route, then the kept drawing to the views' route (one request at a time per
+    tab; while one runs, only the newest stroke's waits, as the page does). A bare Gradio app: the canvas's three
     images sent ahead to the sketchpad, the new ones uploaded as files, the event, and `resends` more sets of the
     three files, as its page sends them. The answer's time is the stroke's latency."""
 
@@ -85,8 +90,8 @@ class Student(HttpUser):
         answer = next(d for d in cfg["dependencies"] if [sketch, "change"] in [list(t) for t in d["targets"]])
         extras = [d for d in cfg["dependencies"] if d.get("trigger_after") == answer["id"]
                   and d.get("trigger_only_on_success")]
-        route = None if answer.get("backend_fn") else re.search(r"'(/[^']+)'", answer["js"]).group(1)
-        return {"sketch": sketch, "answer": answer["id"], "queued": answer.get("queue") is not False, "route": route,
+        return {"sketch": sketch, "answer": answer["id"], "queued": answer.get("queue") is not False,
+                "route": page_route(answer), "views_route": extras and page_route(extras[0]),
                 "extras": extras and extras[0]["id"], "extras_queued": extras and extras[0].get("queue") is not False}
 
     def stroke(self, canvases: list[tuple[bytes, bytes, bytes]]) -> dict:
@@ -136,7 +141,11 @@ class Student(HttpUser):
     def _views_in_turn(self, drawing: dict | None, t0: float) -> None:
         while True:
             try:
-                self._run(self.config["extras"], [drawing, None, False, False], self.config["extras_queued"])
+                if self.config["views_route"]:
+                    self.http.post(self.url + self.config["views_route"].lstrip("/"),
+                                   json={"drawing": drawing, "model": None}).raise_for_status()
+                else:
+                    self._run(self.config["extras"], [drawing, None, False, False], self.config["extras_queued"])
                 self.views_s.append(time.perf_counter() - t0)
             except Exception as exc:  # counted with the answers' errors
                 self.views_errors.append(repr(exc)[:200])

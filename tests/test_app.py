@@ -297,12 +297,14 @@ def test_a_stroke_answers_first_and_the_slower_views_only_while_shown(app_url, m
     assert f"It's a **{label}**" in verdict and seen.startswith("<img")
     # The kept drawing is the 28×28 the model read: every later view and correction reads the same pixels.
     assert unpack(drawing).digit.shape == (28, 28) and drawing["source"] == app.DRAWING
-    hidden = app.extras_view(drawing, None, compare_shown=False, inside_shown=False)
-    assert hidden[app.ui["saliency"]] is not None and hidden[app.ui["last"]] == drawing  # always on screen
-    assert all(isinstance(hidden[app.ui[k]], type(gr.skip())) for k in ("compare", "inside_view"))
-    shown = app.extras_view(drawing, None, compare_shown=True, inside_shown=True)
-    assert len(shown[app.ui["compare"]]) == len(app.catalogue.entries())
-    assert "<img" in shown[app.ui["inside_view"]]
+    # The slower views come from a route of their own: the saliency always; the others only while shown.
+    views = app_url.rstrip("/") + app.VIEWS_PATH
+    saliency, compare, inside = httpx.post(views, json={"drawing": drawing, "model": None}).json()
+    assert saliency.startswith("<img") and compare == inside == gr.skip()
+    saliency, compare, inside = httpx.post(views, json={"drawing": drawing, "compare": True, "inside": True}).json()
+    assert len(compare["data"]) == len(app.catalogue.entries()) and "<img" in inside
+    for bad in (b"not json", b'{"drawing": {"pixels": "AAAA"}}', b"[1]"):  # nothing to show, said in no error
+        assert httpx.post(views, content=bad).json()[0] is None
 
 
 @pytest.mark.parametrize("case", ["no images", "not an image", "too large", "not a form", "no length"])

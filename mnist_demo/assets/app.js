@@ -15,12 +15,7 @@
     if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; ensureBrush(); }); }
   }).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['class']});
   ensureBrush();
-  // Gradio 6.31's sketchpad uploads the whole canvas again each time the page reads its value, which it does for
-  // every status message of a stroke's event: ~10 uploads a stroke, most of them of bytes the server already holds.
-  // The server names an upload by its content, so the same file always gets the same answer: each distinct file is
-  // sent once, and its answer reused for a minute (a fraction of the server's cache lifetime).
-  const sent = [];
-  const fetchOnce = window.fetch;
+  const fetchDirect = window.fetch;
   // The sketchpad hands each stroke's images to Gradio (`accept_blobs`) before its change event; no Gradio event
   // reads them (a stroke's answer has its own route, app.py's stroke_route), so the newest stroke's stay here.
   let canvas = {id: null, images: {}};
@@ -36,23 +31,7 @@
   window.fetch = function (url, options) {
     if (String(url).includes('/component_server') && options?.body instanceof FormData
         && options.body.get('fn_name') === 'accept_blobs') return keepBlob(options.body);
-    const parts = String(url).includes('/gradio_api/upload') && options?.body instanceof FormData
-      ? [...options.body.values()] : [];
-    if (parts.length !== 1 || !(parts[0] instanceof Blob)) return fetchOnce.apply(this, arguments);
-    const args = arguments;
-    return parts[0].arrayBuffer().then((buffer) => {
-      const bytes = new Uint8Array(buffer), now = Date.now();
-      const same = sent.find((s) => now - s.at < 60000 && s.name === parts[0].name
-        && s.bytes.length === bytes.length && s.bytes.every((b, i) => b === bytes[i]));
-      if (same) return same.answer.then((text) => new Response(text, {headers: {'Content-Type': 'application/json'}}));
-      const response = fetchOnce.apply(this, args);
-      const entry = {bytes, name: parts[0].name, at: now,
-                     answer: response.then((r) => (r.ok ? r.clone().text() : Promise.reject()))};
-      entry.answer.catch(() => sent.includes(entry) && sent.splice(sent.indexOf(entry), 1));
-      sent.unshift(entry);
-      sent.length = Math.min(sent.length, 12);
-      return response;
-    });
+    return fetchDirect.apply(this, arguments);
   };
   // A stroke's answer, in one request: the newest stroke's images and the model's name to stroke_route, back the
   // values of the bars, the verdict, the model's input and the kept drawing. Every call returns the newest stroke's
@@ -63,7 +42,7 @@
     Object.entries(canvas.images).forEach(([type, image]) => form.append(type, image));
     if (model) form.append('model', model);
     try {
-      const response = await fetchOnce(root() + path, {method: 'POST', body: form});
+      const response = await fetchDirect(root() + path, {method: 'POST', body: form});
       if (response.ok) return await response.json();
     } catch (error) { /* said below, in the verdict */ }
     return [null, '⚠️ The server did not answer this stroke; draw again in a moment.', null, null];
@@ -75,6 +54,32 @@
     do { waited = newest; result = await waited; } while (waited !== newest);
     [answered, answeredDrawing] = [performance.now(), result[3]];
     return result;
+  };
+  // The slower views, one request at a time per tab: those asked for meanwhile wait, and only the newest drawing's
+  // are fetched, for all of them. A failed request leaves the views as they were.
+  const views = async (asked, path) => {
+    const [drawing, model, compare, inside] = asked;
+    try {
+      const response = await fetchDirect(root() + path, {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                       body: JSON.stringify({drawing, model, compare, inside})});
+      if (response.ok) return await response.json();
+    } catch (error) { /* nothing new to show */ }
+    return [undefined, undefined, undefined];
+  };
+  let viewsRunning = null, viewsNext = null;
+  window.mnistViews = (...asked) => {
+    const path = asked.pop();
+    if (!viewsRunning) {
+      viewsRunning = views(asked, path).finally(() => { viewsRunning = null; });
+      return viewsRunning;
+    }
+    if (!viewsNext) {
+      const next = {asked};
+      next.promise = viewsRunning.then(() => { viewsNext = null; return window.mnistViews(...next.asked, path); });
+      viewsNext = next;
+    }
+    viewsNext.asked = asked;
+    return viewsNext.promise;
   };
   // A correction is about the drawing on the canvas: one clicked as a stroke ends (its answer takes ~0.5 s to
   // come, the canvas's export included) waits for that stroke's answer, up to 5 s.
