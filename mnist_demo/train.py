@@ -235,14 +235,17 @@ class ThreadGovernor:
     core stalls its siblings at the end of every op: with 20 clients classifying back to back on 2 cores, two
     threads trained ~8× slower than alone and one thread ~3× slower, while alone two threads are ~1.6× faster than
     one. So: all threads while windows of steps run near the best speed seen, one thread after a window below
-    `drop` of it, and all threads again for a trial window every `retry_s`.
+    `drop` of it. Each setting is tried again now and then (all threads every `retry_s`, one every `probe_s`: a
+    run that starts beside a busy server never sees its best speed) for one window, and the faster one stays.
     """
 
-    def __init__(self, window_s: float = 0.5, retry_s: float = 5.0, drop: float = 0.6,
+    def __init__(self, window_s: float = 0.5, retry_s: float = 5.0, drop: float = 0.6, probe_s: float = 10.0,
                  clock: Callable[[], float] = time.perf_counter):
         self.full = torch.get_num_threads()
-        self.window_s, self.retry_s, self.drop, self.clock = window_s, retry_s, drop, clock
+        self.window_s, self.retry_s, self.drop, self.probe_s, self.clock = window_s, retry_s, drop, probe_s, clock
         self.best = 0.0  # images/s with all threads
+        self.rates: dict[int, float] = {}  # images/s in the latest window with each thread count
+        self.trial = False  # the window now running tries the other thread count
         self.switched = clock()
         self.restart()
 
@@ -255,18 +258,26 @@ class ThreadGovernor:
         now = self.clock()
         if now - self.started < self.window_s:
             return
-        rate = self.images / (now - self.started)
-        if torch.get_num_threads() == self.full:
+        threads, rate = torch.get_num_threads(), self.images / (now - self.started)
+        self.rates[threads] = rate
+        other = 1 if threads == self.full else self.full
+        if self.trial:
+            self.trial = False
+            if rate < self.rates.get(other, 0.0):
+                self._use(other, now)
+        elif threads == self.full:
             self.best = max(self.best, rate)
             if rate < self.drop * self.best:
                 self._use(1, now)
+            elif now - self.switched >= self.probe_s:
+                self._use(1, now, trial=True)
         elif now - self.switched >= self.retry_s:
-            self._use(self.full, now)
+            self._use(self.full, now, trial=True)
         self.restart()
 
-    def _use(self, threads: int, now: float) -> None:
+    def _use(self, threads: int, now: float, trial: bool = False) -> None:
         torch.set_num_threads(threads)
-        self.switched = now
+        self.switched, self.trial = now, trial
 
     def close(self) -> None:
         torch.set_num_threads(self.full)

@@ -179,7 +179,7 @@ def two_threads():
 
 def test_thread_governor_uses_one_thread_while_starved_and_retries_all(two_threads):
     now = [0.0]
-    gov = ThreadGovernor(window_s=1.0, retry_s=3.0, drop=0.6, clock=lambda: now[0])
+    gov = ThreadGovernor(window_s=1.0, retry_s=3.0, drop=0.6, probe_s=1000.0, clock=lambda: now[0])
     trace = []
 
     def window(images: int, gap: float = 0.0) -> None:  # a second of steps, after `gap` seconds of other work
@@ -207,6 +207,20 @@ def test_thread_governor_uses_one_thread_while_starved_and_retries_all(two_threa
     torch.set_num_threads(1)
     gov.close()
     assert torch.get_num_threads() == 2
+
+
+def test_thread_governor_probes_one_thread_when_a_run_starts_beside_a_busy_server(two_threads):
+    now = [0.0]
+    gov = ThreadGovernor(window_s=1.0, retry_s=3.0, drop=0.6, probe_s=4.0, clock=lambda: now[0])
+    trace = []
+    for images in (400, 400, 400, 400, 600, 600, 600, 350, 600, 600):
+        now[0] += 1.0
+        gov.step(images)
+        trace.append(torch.get_num_threads())
+    # Two threads never see their best here, so no drop: a probe of one thread at 4 s is faster and stays; all
+    # threads, tried again at 7 s, are slower and go.
+    assert trace == [2, 2, 2, 1, 1, 1, 2, 1, 1, 1]
+    gov.close()
 
 
 def test_adaptive_run_restores_the_thread_count_when_stopped(mnist, two_threads, monkeypatch):
