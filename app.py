@@ -233,10 +233,13 @@ async def views_route(request: Request) -> JSONResponse:
 def page_values(views: dict, names: tuple[str, ...]) -> list:
     """Views as the page's components take them (what Gradio's own events would send); skipped ones stay as
     they are."""
-    skip = gr.skip()
-    values = [views[ui[k]] if isinstance(views[ui[k]], dict) and views[ui[k]] == skip
-              else ui[k].postprocess(views[ui[k]]) for k in names]
-    return [v.model_dump() if hasattr(v, "model_dump") else v for v in values]
+    values = []
+    for name in names:
+        value = views[ui[name]]
+        if not (isinstance(value, dict) and value == gr.skip()):
+            value = ui[name].postprocess(value)
+        values.append(value.model_dump() if hasattr(value, "model_dump") else value)
+    return values
 
 
 def on_upload(image: dict | None, model: str | None) -> dict:
@@ -412,7 +415,7 @@ def train_endpoint(sanity: bool, doc: str):
 
 train = train_endpoint(False, "API: train a model; streams progress, ends with the checkpoint and its test accuracy.")
 sanity_check = train_endpoint(True, "API: can these settings memorise a few images? If not: a bug or a bad lr.")
-# In the API's order; `last` (Draw's last input, as the slower views last saw it: a gr.State) is not part of it.
+# In the API's order; `last` (Draw's last input when Train was clicked: a gr.State) is not part of it.
 SETTINGS = [name for name in inspect.signature(train).parameters if name not in ("last", "request")]
 
 
@@ -661,7 +664,7 @@ def build_models_tab() -> None:
 
 
 def wire_draw() -> None:
-    answer = [ui[k] for k in ("probs", "verdict", "seen", "drawing")]
+    answer = [ui[k] for k in ANSWER]
     fast = dict(concurrency_id="classify", concurrency_limit=4, show_progress="hidden")
     # The answer first, then the slower views (only those shown) in a request of their own, so the bars never
     # wait: both come from the app's own routes (stroke_route, views_route), fetched by the page (assets/app.js).
@@ -670,13 +673,16 @@ def wire_draw() -> None:
                   js=f"(...asked) => window.mnistViews(...asked, '{VIEWS_PATH}')")
     stroked = ui["sketch"].change(None, ui["model"], answer, show_progress="hidden",
                                   js=f"(model) => window.mnistStroke(model, '{STROKE_PATH}')")
-    stroked.then(None, None, ui["upload"], js="() => null")  # the verdict never concerns a picture still shown
+    # The verdict never concerns a picture still shown, nor a note on an earlier drawing's correction.
+    stroked.then(None, None, [ui["upload"], ui["correct_note"]], js="() => [null, '']")
     stroked.success(**extras)
     ui["model"].input(on_model_change, [ui["drawing"], ui["model"]], answer, api_visibility="private",
                       **fast).success(**extras)
     for event in (ui["upload"].upload, ui["upload"].clear):
-        event(on_upload, [ui["upload"], ui["model"]], [*answer, ui["upload"]], preprocess=False,
-              api_visibility="private", **fast).success(**extras)
+        uploaded = event(on_upload, [ui["upload"], ui["model"]], [*answer, ui["upload"]], preprocess=False,
+                         api_visibility="private", **fast)
+        uploaded.success(**extras)
+        uploaded.then(None, None, ui["correct_note"], js="() => ''")
     for panel, state in (("compare_panel", "compare_shown"), ("inside", "inside_shown")):
         for event, shown in ((ui[panel].expand, "true"), (ui[panel].collapse, "false")):
             event(None, None, ui[state], js=f"() => {shown}").success(**extras)

@@ -82,6 +82,7 @@ def test_correct_a_drawing_then_teach_and_the_new_model_reads_it(page, runs):
     expect(page.locator("#teach-status")).to_contain_text("two different", timeout=10000)
     expect(page.locator("#teach-btn")).to_be_enabled()
     clear(page)
+    expect(page.locator("#correct-note")).to_have_text("")  # the note was about the drawing that went
     draw(page, ONE)
     keep_as(page, "1", 2)  # clicked as the stroke ends, before its answer came: this drawing is kept, not the blank
     expect(page.locator("#correct-note")).to_contain_text("Kept as a 1")  # said where it was clicked
