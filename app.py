@@ -28,6 +28,7 @@ from mnist_demo.errors import BLANK_CANVAS, message  # noqa: E402
 from mnist_demo.inside import look_inside  # noqa: E402
 from mnist_demo.live_run import LiveRun  # noqa: E402
 from mnist_demo.preprocess import Prepared, pack, prepare, unpack  # noqa: E402
+from mnist_demo.queue_eta import FirstRunEta  # noqa: E402
 from mnist_demo.train import OPTIMIZERS, TrainConfig, available_devices  # noqa: E402
 from mnist_demo.trainers import Trainers, device_key  # noqa: E402
 
@@ -37,11 +38,13 @@ RECIPE_FIELDS = ["optimizer", "lr", "batch_size", "epochs", "augment"]
 ARCHITECTURES = {a["name"]: a for a in api.list_architectures()}  # built once: counting parameters builds each model
 INSIDE_EMPTY = "<p>Draw a digit (or upload one) to see what happens inside the model.</p>"
 PICTURES = {"seen": "The 28×28 picture the model read", "saliency": "The pixels that drove the decision, in red"}
+QUEUE_NEWS_S = 1.0
 QUEUE_POLL_S = 0.01  # Gradio's queue looks for work every 1 ms when idle: ~6% of a core spent waiting
 STROKES_KEPT = 256  # strokes whose canvas the sketchpad may still be asked for (see NewestOnly)
 
 catalogue = Catalogue()
 trainers = Trainers()
+queue_eta = FirstRunEta()
 ui: dict = {}  # every component by name, so that handlers can return {component: value}
 
 
@@ -344,7 +347,9 @@ def teach(ex, model: str | None, name: str | None, request: gr.Request | None = 
     model joins the picker as <model>+you (or the given name) and is selected."""
     try:
         entry = catalogue.find(model or None)
-        for view in trainers.teach(entry.path, ex, session(request), name=(name or "").strip() or None):
+        progress = queue_eta.start("teach")
+        for view in trainers.teach(entry.path, ex, session(request), name=(name or "").strip() or None,
+                                   progress=progress):
             yield out(teach_progress=view["progress"], teach_status=view["status"])
     except Exception as exc:
         text = message(exc, "teaching")
@@ -387,8 +392,8 @@ def run(settings: dict, request: gr.Request | None, sanity: bool = False, last: 
     try:
         drawing = unpack(last).digit  # Draw's digit, if any: its probabilities show as the model learns
         cfg = api.run_config({**settings, "csv_file": read(settings["csv_file"])}, sanity)
-        shown = None
-        for view in trainers.run(cfg, session(request), drawing=drawing, watch=True):
+        shown, progress = None, queue_eta.start(RUN_KINDS[sanity])
+        for view in trainers.run(cfg, session(request), drawing=drawing, watch=True, progress=progress):
             # The last real run's results stay in state until this run has results of its own; the grid of
             # watched digits is sent only when a new snapshot redrew it.
             grid = view["watch_grid"]
@@ -413,6 +418,7 @@ def train_endpoint(sanity: bool, doc: str):
     return endpoint
 
 
+RUN_KINDS = {False: "train", True: "sanity_check"}  # a run's name in the API, by whether it is a sanity check
 train = train_endpoint(False, "API: train a model; streams progress, ends with the checkpoint and its test accuracy.")
 sanity_check = train_endpoint(True, "API: can these settings memorise a few images? If not: a bug or a bad lr.")
 # In the API's order; `last` (Draw's last input when Train was clicked: a gr.State) is not part of it.
@@ -663,7 +669,7 @@ def build_models_tab() -> None:
             ui["upload_status"] = gr.Markdown(elem_id="upload-status")
 
 
-def wire_draw() -> None:
+def wire_draw(demo: gr.Blocks) -> None:
     answer = [ui[k] for k in ANSWER]
     fast = dict(concurrency_id="classify", concurrency_limit=4, show_progress="hidden")
     # The answer first, then the slower views (only those shown) in a request of their own, so the bars never
@@ -686,7 +692,7 @@ def wire_draw() -> None:
     for panel, state in (("compare_panel", "compare_shown"), ("inside", "inside_shown")):
         for event, shown in ((ui[panel].expand, "true"), (ui[panel].collapse, "false")):
             event(None, None, ui[state], js=f"() => {shown}").success(**extras)
-    wire_teach(answer, extras)
+    wire_teach(demo, answer, extras)
     with gr.Group(visible=False):  # the API's endpoints; their components stay hidden
         # /draw: a Sketchpad value in, everything Draw shows out, in one answer; its pictures as PNG files.
         api_draw = gr.Button()
@@ -700,7 +706,7 @@ def wire_draw() -> None:
     image.upload(classify, [image, model], label, api_name="classify", preprocess=False, **fast)
 
 
-def wire_teach(answer: list, extras: dict) -> None:
+def wire_teach(demo: gr.Blocks, answer: list, extras: dict) -> None:
     shown = [ui[k] for k in ("examples", "examples_gallery", "examples_csv", "teach_status", "remove", "selected")]
     private = dict(api_visibility="private")
     # The drawing whose answer is on screen, or on its way: a correction clicked as a stroke ends waits for it.
@@ -714,6 +720,7 @@ def wire_teach(answer: list, extras: dict) -> None:
     taught = ui["teach_btn"].click(lambda: gr.Button(interactive=False), None, ui["teach_btn"], **private).then(
         teach, [ui["examples"], ui["model"], ui["teach_name"]], [*shown, ui["teach_progress"], ui["model"]],
         concurrency_id="train", concurrency_limit=Trainers.slots(), show_progress="hidden", api_name="teach")
+    queue_eta.watch(demo, taught, "teach")
     for outcome in (taught.success, taught.failure):  # not .then(): it does not fire after an error
         outcome(lambda: gr.Button(interactive=True), None, ui["teach_btn"], **private)
     taught.success(on_model_change, [ui["drawing"], ui["model"]], answer, **private).success(**extras)  # the new model
@@ -734,13 +741,14 @@ def wire_train(demo: gr.Blocks) -> None:
     recipe_outputs = [ui[k] for k in (*RECIPE_FIELDS, "arch_info", "smoothing")]
     for trigger in (ui["arch"].input, ui["device"].input, demo.load):
         trigger(fill_recipe, [ui["arch"], ui["device"]], recipe_outputs, api_visibility="private")
-    for button, fn, name in ((ui["train"], train, "train"), (ui["overfit"], sanity_check, "sanity_check")):
+    for button, fn, name in ((ui["train"], train, RUN_KINDS[False]), (ui["overfit"], sanity_check, RUN_KINDS[True])):
         started = button.click(start_run, [ui["result"], ui["drawing"]],
                                [ui[k] for k in ("status", "train", "overfit", "headline", "last")],
                                api_visibility="private")
         run_event = started.then(fn, [ui[k] for k in (*SETTINGS, "last")], stream, concurrency_id="train",
                                  concurrency_limit=Trainers.slots(), show_progress="minimal",
                                  show_progress_on=[ui["progress"]], api_name=name)
+        queue_eta.watch(demo, run_event, name)
         # Not .then(): Gradio 6.31's frontend fires a .then() only after a success (an error skips its "all"
         # triggers), so recovery after an error is wired to .failure() explicitly.
         run_event.success(show_results, [ui["summary"], ui["result"], ui["model"]], [*results, *lists],
@@ -782,7 +790,7 @@ def build_demo() -> gr.Blocks:
                 build_train_tab()
             with gr.Tab("Models", id="models") as models_tab:
                 build_models_tab()
-        wire_draw()
+        wire_draw(demo)
         wire_train(demo)
         wire_models(models_tab)
         # Other sessions may have trained or uploaded models since the server started or the tab was last seen.
@@ -790,7 +798,9 @@ def build_demo() -> gr.Blocks:
         demo.load(None, None, None, js=theme.page_script())
         lists = [ui[k] for k in ("model", "models_table", "pick", "model_file")]
         demo.load(refresh_on_load, [ui["model"], ui["pick"]], lists, api_visibility="private")
-    demo.queue(max_size=64, default_concurrency_limit=4)
+    # Queued people hear their place and time every QUEUE_NEWS_S, not only when someone joins or a run starts:
+    # a time first known while they wait (FirstRunEta) reaches them too.
+    demo.queue(max_size=64, default_concurrency_limit=4, status_update_rate=QUEUE_NEWS_S)
     demo._queue.sleep_when_free = QUEUE_POLL_S  # no public setting; a queued event waits at most this much longer
     return demo
 

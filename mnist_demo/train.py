@@ -234,9 +234,10 @@ class ThreadGovernor:
     When other processes keep the cores busy (the app's server answering requests), an OpenMP thread that loses its
     core stalls its siblings at the end of every op: with 20 clients classifying back to back on 2 cores, two
     threads trained ~8× slower than alone and one thread ~3× slower, while alone two threads are ~1.6× faster than
-    one. So: all threads while windows of steps run near the best speed seen, one thread after a window below
-    `drop` of it. Each setting is tried again now and then (all threads every `retry_s`, one every `probe_s`: a
-    run that starts beside a busy server never sees its best speed) for one window, and the faster one stays.
+    one. So one thread is tried for a window after a window with all threads below `drop` of the best speed seen,
+    and now and then regardless (every `probe_s`: a run that starts beside a busy server never sees its best
+    speed); all threads are tried again every `retry_s`. After a trial the faster setting stays: a dip that one
+    thread would not have beaten (the server's own short bursts) costs one window, not `retry_s` on one thread.
     """
 
     def __init__(self, window_s: float = 0.5, retry_s: float = 5.0, drop: float = 0.6, probe_s: float = 10.0,
@@ -267,9 +268,7 @@ class ThreadGovernor:
                 self._use(other, now)
         elif threads == self.full:
             self.best = max(self.best, rate)
-            if rate < self.drop * self.best:
-                self._use(1, now)
-            elif now - self.switched >= self.probe_s:
+            if rate < self.drop * self.best or now - self.switched >= self.probe_s:
                 self._use(1, now, trial=True)
         elif now - self.switched >= self.retry_s:
             self._use(self.full, now, trial=True)

@@ -19,6 +19,7 @@ from .watch import Drawing
 from .worker import Worker
 
 UI_INTERVAL_S = 0.5  # at most two streamed step updates a second: plenty for a curve, and each costs server CPU
+Progress = Callable[[float], None]  # told the share of a run's steps done
 
 
 def device_key(name: str) -> str:
@@ -100,10 +101,11 @@ class Trainers:
     def worker(self, device: str = "auto") -> Worker:
         return self._workers[device_key(device)]
 
-    def run(self, cfg: TrainConfig, session: str, drawing: Drawing | None = None,
-            watch: bool = False) -> Iterator[dict]:
+    def run(self, cfg: TrainConfig, session: str, drawing: Drawing | None = None, watch: bool = False,
+            progress: Progress | None = None) -> Iterator[dict]:
         """Views of the run as it goes (LiveRun.view()), the last one with the summary; errors are UserErrors.
-        With `watch`, views also carry the guesses on the watched test digits and on `drawing` (28×28 in [0, 1])."""
+        With `watch`, views also carry the guesses on the watched test digits and on `drawing` (28×28 in [0, 1]).
+        `progress` hears the share of steps done after every step record."""
         with self.sessions.claim(session) as control:
             data = dataset_title(cfg.dataset)
             title = (f"Sanity check: {cfg.arch} memorising {cfg.overfit} {data} images" if cfg.overfit
@@ -119,11 +121,12 @@ class Trainers:
                 yield live.view()
                 return
             try:
-                yield from self._stream(cfg, live, control, device, drawing)
+                yield from self._stream(cfg, live, control, device, drawing, progress)
             finally:
                 lock.release()
 
-    def teach(self, base: Path, examples: Split, session: str, name: str | None = None) -> Iterator[dict]:
+    def teach(self, base: Path, examples: Split, session: str, name: str | None = None,
+              progress: Progress | None = None) -> Iterator[dict]:
         """Views of teaching the model at `base` a session's examples, as run()'s; the last one also carries the
         'saved' record (finetune.Teaching.finish) as `saved`. Bad examples or a taken name fail before any wait."""
         check_examples(examples)
@@ -137,11 +140,12 @@ class Trainers:
                 live.status = f"{live.title}: starting on {device}…"
                 yield live.view()
                 records = self._workers[device].teach(base, examples, out, should_stop=control.stop.is_set)
-                saved = yield from self._follow(records, live, control)
+                saved = yield from self._follow(records, live, control, progress)
                 yield dict(live.view(), saved=saved)
 
     @staticmethod
-    def _follow(records: Iterator[dict], live: LiveRun, control: RunControl) -> Iterator[dict]:
+    def _follow(records: Iterator[dict], live: LiveRun, control: RunControl,
+                progress: Progress | None = None) -> Iterator[dict]:
         """The live view of a worker's records; returns the 'saved' record, if any."""
         saved = None
         with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
@@ -152,6 +156,8 @@ class Trainers:
                     live.stop()
                 live.add(rec)
                 saved = rec if rec["kind"] == "saved" else saved
+                if progress is not None and rec["kind"] == "step":
+                    progress(live.fraction)
                 # Rendering an update costs server CPU that training could use, so step updates are spaced; the
                 # first one after a Stop goes at once, since it is the only word the Stop button gets.
                 if stopping_now or rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:
@@ -160,7 +166,7 @@ class Trainers:
         return saved
 
     def _stream(self, cfg: TrainConfig, live: LiveRun, control: RunControl, device: str,
-                drawing: Drawing | None) -> Iterator[dict]:
+                drawing: Drawing | None, progress: Progress | None) -> Iterator[dict]:
         # A sanity-check model is useless for drawing, so it goes to a scratch folder, not the model list.
         scratch = tempfile.TemporaryDirectory(prefix="overfit-") if cfg.overfit else contextlib.nullcontext()
         with scratch as tmp:
@@ -168,7 +174,7 @@ class Trainers:
             yield live.view()
             out = Path(tmp) / "overfit.safetensors" if cfg.overfit else api.checkpoint_path(cfg)
             records = self._workers[device].train(cfg, out=out, should_stop=control.stop.is_set, drawing=drawing)
-            yield from self._follow(records, live, control)
+            yield from self._follow(records, live, control, progress)
             if live.summary is None:  # stopped before its first step ended: there is no model to keep
                 live.status, live.detail = "Stopped before the first training step ended: nothing was saved.", ""
                 yield live.view()

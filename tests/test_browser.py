@@ -181,6 +181,10 @@ def test_stop_button_and_closing_the_page_end_the_run(browser, app_url, runs):
     choose(waiting, "device", re.compile("^cpu$"))
     waiting.locator("#train-btn").click()
     expect(waiting.locator("#progress")).to_contain_text(re.compile(r"queue: 1/1|1/1"), timeout=10000)
+    # When its result should come shows too, even if no run has ended yet (queue_eta.FirstRunEta).
+    expect(waiting.locator("#progress")).to_contain_text(re.compile(r"queue: 1/1 \|\s*[\d.]+/[\d.]+s"),
+                                                         timeout=20000)
+    screenshot(waiting, "queued")
     waiting.locator("#stop-btn").click()
 
     page.locator("#stop-btn").click()

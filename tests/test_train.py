@@ -194,6 +194,11 @@ def test_thread_governor_uses_one_thread_while_starved_and_retries_all(two_threa
         window(images)
     window(1000, gap=30.0)  # a validation pass between epochs is not a slow window
     assert trace == [2, 2, 2, 2]
+    window(500)  # a deeper dip: one thread is tried ...
+    window(450)  # ... it is slower still, so all threads come back at once
+    window(1000)
+    assert trace[4:] == [1, 2, 2]
+    del trace[4:]
     window(300)  # starved: one thread
     window(500)
     window(500)

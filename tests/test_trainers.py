@@ -317,3 +317,16 @@ def test_teaching_refuses_bad_examples_before_it_waits_for_the_trainer(runs):
         with pytest.raises(examples.ExamplesError):
             next(trainers.teach(Path("checkpoints/cnn.safetensors"), ex, "A"))
     assert trainers.worker("auto").calls == []
+
+
+def test_runs_and_teaching_tell_their_progress(runs):
+    trainers, cfg, heard = Trainers(worker=FakeWorker), _cfg(), []
+    list(trainers.run(cfg, "A", progress=heard.append))
+    total = cfg.epochs * STEPS_PER_EPOCH
+    assert heard == [step / total for step in range(1, total + 1)]
+    heard.clear()
+    ex = examples.empty()
+    for label in ("7", "1"):
+        ex = examples.add(ex, torch.rand(28, 28).numpy(), label, CLASS_NAMES["mnist"])
+    list(Trainers(worker=FakeWorker).teach(Path("checkpoints/cnn.safetensors"), ex, "A", progress=heard.append))
+    assert len(heard) == FinetuneConfig().epochs * STEPS_PER_EPOCH and heard[-1] == 1.0
