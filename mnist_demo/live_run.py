@@ -54,8 +54,8 @@ class LiveRun:
         if kind == "step":
             self.steps.append(rec)
             self.fraction = rec["step"] / rec["steps"]
-            self.detail = (f"step {rec['step']:,}/{rec['steps']:,} · {rec['images_per_s']:,.0f} images/s · "
-                           f"ETA {fmt_seconds(rec['eta_s'])}")
+            eta = "" if rec["eta_s"] is None else f" · ETA {fmt_seconds(rec['eta_s'])}"
+            self.detail = f"step {rec['step']:,}/{rec['steps']:,} · {rec['images_per_s']:,.0f} images/s{eta}"
             self.status = (f"{self.title}: epoch {rec['epoch']}/{self.epochs_planned}, loss {rec['loss']:.3f}, "
                            f"running train accuracy {rec['train_acc']:.1%}")
         elif kind == "epoch":

@@ -505,6 +505,7 @@ class _StepLog:
         self.start = time.perf_counter()
         self.last_sample = self.last_flush = 0.0
         self.pending: list[tuple[dict, torch.Tensor]] = []
+        self.paced_from: tuple[float, int] | None = None  # (time, step) of the first record
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -515,9 +516,12 @@ class _StepLog:
         now = self.elapsed()
         if now - self.last_sample >= self.interval or (i + 1) % self.every == 0 or last:
             self.last_sample = now
-            rate = step * self.batch / now
+            # The first step carries one-off costs (threads starting, kernels being chosen): the time left is
+            # paced from the first record on, so the first record has none (it said 6:19 for a 10 s run).
+            t0, s0 = self.paced_from = self.paced_from or (now, step)
+            eta = (self.total - step) * (now - t0) / (step - s0) if step > s0 else None
             self.pending.append(({"kind": "step", "epoch": epoch, "step": step, "steps": self.total, "seen": seen,
-                                  "images_per_s": rate, "eta_s": (self.total - step) * self.batch / rate},
+                                  "images_per_s": step * self.batch / now, "eta_s": eta},
                                  torch.stack([loss.detach(), loss_sum, correct])))
         return now
 

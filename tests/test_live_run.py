@@ -45,6 +45,9 @@ def test_progress_follows_the_steps():
     assert f"{100 * 25 / 200:.0f}%" in live.progress_html() and "step 25/200" in live.progress_html()
     live.add(step(150, 200, epoch=2))
     assert live.fraction == 150 / 200
+    assert "ETA" in live.progress_html()
+    live.add(dict(step(151, 200, epoch=2), eta_s=None))  # a run's first record has no pace yet
+    assert "ETA" not in live.progress_html() and "step 151/200" in live.progress_html()
 
 
 def test_status_texts_through_a_run():

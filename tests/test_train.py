@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from mnist_demo import train as train_module
 from mnist_demo.api import make_config, train_and_save
 from mnist_demo.checkpoint import load_checkpoint
 from mnist_demo.models import model_names
@@ -18,6 +19,7 @@ from mnist_demo.train import (
     TrainConfig,
     TrainingDiverged,
     TrainingRun,
+    _StepLog,
     evaluate,
 )
 
@@ -85,7 +87,8 @@ def test_records_stream_and_model_learns(mnist):
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert len(epochs) == 2 and records[-1]["kind"] == "done"
     assert len(steps) >= 10 and steps[-1]["step"] == steps[-1]["steps"]
-    assert all(r["images_per_s"] > 0 and r["eta_s"] >= 0 and math.isfinite(r["loss"]) for r in steps)
+    assert all(r["images_per_s"] > 0 and math.isfinite(r["loss"]) for r in steps)
+    assert steps[0]["eta_s"] is None and all(r["eta_s"] >= 0 for r in steps[1:])
     assert epochs[-1]["val_acc"] > 0.8
     report = evaluate(run.best_model(), mnist.test, mnist.normalisation)
     assert report["accuracy"] > 0.8
@@ -175,6 +178,15 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+def test_the_time_left_is_paced_after_the_first_steps_one_off_costs(monkeypatch):
+    clock = iter([0.0, 5.0, 6.0, 7.0])  # the log starts; a first step slowed by one-off costs; then 1 s a step
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
+    total, log, stats = 10, _StepLog(total=10, batch=64, every=1, interval=0.0), torch.zeros(())
+    for n in (1, 2, 3):
+        log.after_step(n, 1, n - 1, False, 64 * n, stats, stats, stats)
+    assert [r["eta_s"] for r, _ in log.take(7.0)] == [None, (total - 2) * 1.0, (total - 3) * 1.0]
 
 
 def test_thread_governor_uses_one_thread_while_starved_and_retries_all(two_threads):
