@@ -1,9 +1,9 @@
-"""The queue's estimate before any run has ended comes from the running run's pace, until Gradio has its own."""
+"""The queue's estimate before any run has ended comes from the running run's time left, until Gradio has its own."""
 
 import gradio as gr
 import pytest
 
-from mnist_demo.queue_eta import PACE_FROM, PACE_OVER, FirstRunEta
+from mnist_demo.queue_eta import PACE_FROM, FirstRunEta
 
 
 @pytest.fixture
@@ -18,17 +18,19 @@ def queued():
     return eta, now, demo._queue.process_time_per_fn[demo.fns[event["id"]]]
 
 
-def test_a_running_runs_pace_gives_the_queue_its_estimate(queued):
+def step(n: int, steps: int, eta_s: float | None) -> dict:
+    return {"kind": "step", "step": n, "steps": steps, "eta_s": eta_s}
+
+
+def test_a_running_runs_own_time_left_gives_the_queue_its_estimate(queued):
     eta, now, times = queued
-    progress, run_s = eta.start("train"), 10.0  # a run that starts slowly, then goes at 10 s for all its steps
-    for share in (PACE_FROM / 2, PACE_FROM):  # start-up: no pace yet
-        now[0] = 1.0 + share * run_s
-        progress(share)
-        assert times.avg_time == 0
-    share = PACE_FROM + PACE_OVER
-    now[0] += PACE_OVER * run_s
-    progress(share)
-    assert times.avg_time == pytest.approx(1.0 + run_s)  # the time so far and the rest of the steps at the pace
+    progress, steps = eta.start("train"), 100
+    now[0] = 3.0
+    progress(step(1, steps, None))  # no pace yet
+    progress(step(int(PACE_FROM * steps) - 1, steps, 9.0))  # paced over too few steps
+    assert times.avg_time == 0
+    progress(step(int(PACE_FROM * steps), steps, 9.0))
+    assert times.avg_time == 3.0 + 9.0  # its time so far and its time left
     assert times.count == 0  # an estimate, not a finished run
 
 
@@ -36,18 +38,14 @@ def test_gradios_own_average_takes_over_once_a_run_has_ended(queued):
     eta, now, times = queued
     times.add(7.0)  # as Gradio's queue does when a run ends
     progress = eta.start("train")
-    for share in (PACE_FROM, PACE_FROM + PACE_OVER, 1.0):
-        now[0] += 5.0
-        progress(share)
+    now[0] = 5.0
+    progress(step(50, 100, 5.0))
     assert times.avg_time == 7.0
 
 
 def test_other_kinds_of_run_leave_the_estimate_alone(queued):
     eta, now, times = queued
-    progress = eta.start("teach")
-    for share in (PACE_FROM, PACE_FROM + PACE_OVER):
-        now[0] += 1.0
-        progress(share)
+    eta.start("teach")(step(50, 100, 5.0))
     assert times.avg_time == 0
 
 
