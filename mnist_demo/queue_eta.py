@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import gradio as gr
+from gradio.blocks import BlockFunction
 
 # Before a tenth of its steps, a run's time left is paced over too few of them to say much.
 PACE_FROM = 0.1
@@ -18,12 +19,12 @@ class FirstRunEta:
     stands in for that average; Gradio's own average takes over with the first run that ends."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._events: dict[str, tuple[gr.Blocks, int]] = {}
+        self._events: dict[str, tuple[gr.Blocks, BlockFunction]] = {}
         self.clock = clock
 
     def watch(self, demo: gr.Blocks, event: gr.events.Dependency, kind: str) -> None:
         """Runs of `kind` are `event`'s."""
-        self._events[kind] = (demo, event["id"])
+        self._events[kind] = (demo, demo.fns[event["id"]])
 
     def start(self, kind: str) -> Callable[[dict], None]:
         """A run of `kind` starts now: give the returned function each of its step records as they come."""
@@ -39,10 +40,10 @@ class FirstRunEta:
     def _estimate(self, kind: str, seconds: float) -> None:
         if kind not in self._events:
             return
-        demo, fn_id = self._events[kind]
+        demo, fn = self._events[kind]
         queue = getattr(demo, "_queue", None)  # no public way to give Gradio an estimate
         if queue is None:
             return
-        times = queue.process_time_per_fn[demo.fns[fn_id]]
+        times = queue.process_time_per_fn[fn]
         if times.count == 0:
             times.avg_time = seconds

@@ -38,6 +38,7 @@ def ends_usable(page, message, name: str) -> None:
         expect(page.locator(button)).to_be_enabled(timeout=10000)
     expect(page.locator("#headline")).to_contain_text("This run did not finish")
     expect(page.locator("#progress")).to_contain_text("did not finish")
+    expect(page.locator("#progress .clear-status")).to_be_hidden()  # Gradio's ✕ would cover "did not finish"
     screenshot(page, name)
     page.locator("#stop-btn").click()  # Stop after an error answers, and says there is nothing to stop
     expect(status).to_have_value(re.compile(r"\S[\s\S]*\nNothing to stop\.$"))  # below what it said

@@ -53,6 +53,6 @@ def test_the_app_gives_each_kind_of_run_an_estimate():
     import app
 
     demo = app.build_demo()
-    watched = {kind: demo.fns[fn_id].api_name for kind, (_, fn_id) in app.queue_eta._events.items()}
+    watched = {kind: fn.api_name for kind, (_, fn) in app.queue_eta._events.items()}
     assert watched == {kind: kind for kind in (*app.RUN_KINDS.values(), "teach")}
     assert demo._queue.update_intervals == app.QUEUE_NEWS_S and not demo._queue.live_updates
