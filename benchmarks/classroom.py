@@ -292,7 +292,7 @@ def served(script: str, env: dict | None = None):
 
 def measure_setting(setting: str) -> dict:
     """Every scenario under one CPU-feature setting (this process's environment)."""
-    from classroom_sessions import sessions_memory, ten_trainers
+    from classroom_sessions import sessions_memory, solo_runs, ten_trainers
 
     res = {}
 
@@ -311,9 +311,10 @@ def measure_setting(setting: str) -> dict:
         step("browser", browser_strokes, url, proc.pid, ("saliency",))
         step("drawing", students_drawing, url, proc.pid, SECONDS)
         step("drawing_during_training", drawing_while_training, url, proc.pid)
+        step("solo_before", solo_runs, url)  # the class's solo time also counts runs after it, on its own server
     # A fresh server, nothing queued before, as at the start of a class; its sessions live SESSION_TTL_S once closed.
     with served("app.py", env={"MNIST_DEMO_SESSION_TTL_S": str(SESSION_TTL_S)}) as (proc, url):
-        step("trainers", ten_trainers, url, pid=proc.pid)
+        step("trainers", ten_trainers, url, pid=proc.pid, solo_before=res["solo_before"])
         # Expired after the lifetime and the sweep that follows it (every quarter of a lifetime), then settled.
         step("sessions", sessions_memory, url, proc.pid, expiry_wait_s=SESSION_TTL_S * 1.25 + 15)
     return res

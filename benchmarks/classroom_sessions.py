@@ -40,7 +40,7 @@ WORKERS, STROKES, CORRECTIONS = 10, 3, (2, 3)  # people at a time; strokes and c
 SWEEP_MARGIN_S = 15.0  # beyond the lifetime: the server's sweep, then its memory settling
 WARMUP_SESSIONS = 10  # caches filled before "before", so that growth means what sessions keep
 DIGITS = CLASS_NAMES["mnist"]
-SOLO_RUNS = 3  # their median is the solo time: single runs of the same recipe differed by up to 30% on this machine
+SOLO_RUNS = 3  # before the class and after it: single runs of the same recipe differed by up to 50% on this machine
 LONG_RUN = dict(RECIPE, epochs=3)  # the run that goes on while queued runs leave: time enough to open a browser
 
 
@@ -48,12 +48,22 @@ def client_of(url: str) -> Client:
     return Client(url, verbose=False, download_files=False)
 
 
-def ten_trainers(url: str, pid: int | None = None) -> dict:
+def solo_runs(url: str, runs: int = SOLO_RUNS) -> list[float]:
+    """Seconds of `runs` runs of the default recipe alone, one after the other, each a click-to-result."""
+    client = client_of(url)
+    try:
+        return [timed(lambda: client.predict(**RECIPE, api_name="/train")) for _ in range(runs)]
+    finally:
+        client.close()
+
+
+def ten_trainers(url: str, pid: int | None = None, solo_before: list[float] = ()) -> dict:
     """TRAINERS sessions submit the default recipe within SUBMIT_WITHIN_S on a server that has trained nothing yet
     (as a Space that has just woken up): what each was shown while queued, what it got, and the total time against
-    TRAINERS solo runs; then queued runs whose students leave never run; then SOLO_RUNS runs alone, one after the
-    other, whose median is the solo time. The server `pid`, if given, has finished starting first: its training
-    process imports PyTorch and loads MNIST, which made a first run 3× longer."""
+    TRAINERS solo runs; then queued runs whose students leave never run; then SOLO_RUNS runs alone. The solo time is
+    the median of those and of `solo_before` (taken on another server before this one started): this machine's
+    speed drifts by minutes, so solo runs on both sides of the class. The server `pid`, if given, has finished
+    starting first: its training process imports PyTorch and loads MNIST, which made a first run 3× longer."""
     if pid:
         wait_idle(pid)
     clients = [client_of(url) for _ in range(TRAINERS)]
@@ -64,13 +74,15 @@ def ten_trainers(url: str, pid: int | None = None) -> dict:
     total_s = max(r["finished"] for r in recs) - min(r["submitted"] for r in recs)
     run_s = float(np.mean([r["finished"] - r["started"] for r in recs]))
     left = leave_queue(url, clients[:3])
-    solo_runs = [timed(lambda: clients[0].predict(**RECIPE, api_name="/train")) for _ in range(SOLO_RUNS)]
-    solo_s = float(np.median(solo_runs))
-    res = {"trainers": len(recs), "solo_s": round(solo_s, 1), "solo_runs_s": [round(s, 1) for s in solo_runs],
+    solo_after = solo_runs(url)
+    solo_s = float(np.median([*solo_before, *solo_after]))
+    res = {"trainers": len(recs), "solo_s": round(solo_s, 1), "solo_before_s": [round(s, 1) for s in solo_before],
+           "solo_after_s": [round(s, 1) for s in solo_after],
            "total_s": round(total_s, 1),
            "queue_total_over_solo": round(total_s / (len(recs) * solo_s), 3),
            # Thrashing would slow each run; the queue's own cost is the time between one run's end and the next's start.
            "run_s_mean": round(run_s, 1), "run_over_solo": round(run_s / solo_s, 3),
+           "runs_s": [round(r["finished"] - r["started"], 1) for r in sorted(recs, key=lambda r: r["started"])],
            "between_runs_s": round(total_s - len(recs) * run_s, 1),
            "errors": sum(r["error"] is not None for r in recs), "error_samples": [r["error"] for r in recs if
                                                                                    r["error"]][:3]}

@@ -8,8 +8,11 @@ from collections.abc import Callable
 import gradio as gr
 from gradio.blocks import BlockFunction
 
-# Before a tenth of its steps, a run's time left is paced over too few of them to say much.
-PACE_FROM = 0.1
+# Before a quarter of its steps, a run's pace says little. A class's first run is slowed while the others join:
+# projected at a tenth of its steps from its pace since the start, it said 12.4-14.4 s for runs of 10.3 and 8.7
+# (two 10-run classes on 2 cores, the runs after it 8.0-11.4 s); at a quarter, paced over the latter half of the
+# steps done (PACED_OVER), 11.4 and 8.9.
+PACE_FROM, PACED_OVER = 0.25, 0.5
 
 
 class FirstRunEta:
@@ -28,13 +31,19 @@ class FirstRunEta:
 
     def start(self, kind: str) -> Callable[[dict], None]:
         """A run of `kind` starts now: give the returned function each of its step records as they come."""
-        started = self.clock()
+        started, seen = self.clock(), []
 
         def progress(step: dict) -> None:
-            # The time left comes from the training process, which times its own steps: records reach the server
-            # in batches every quarter second, so a pace timed here over a tenth of a run was up to 25% off.
-            if step["eta_s"] is not None and step["step"] >= PACE_FROM * step["steps"]:
-                self._estimate(kind, self.clock() - started + step["eta_s"])
+            # Paced by the training process's own clock (its records reach the server in quarter-second batches,
+            # too coarse over a few seconds), over recent steps only: a slow start would otherwise weigh on it.
+            seen.append((step["step"], step["elapsed_s"]))
+            if step["step"] < PACE_FROM * step["steps"]:
+                return
+            s0, t0 = next((p for p in reversed(seen) if p[0] <= PACED_OVER * step["step"]), (None, None))
+            if s0 is None:  # no record that early: paced over too few steps
+                return
+            pace = (step["elapsed_s"] - t0) / (step["step"] - s0)
+            self._estimate(kind, self.clock() - started + (step["steps"] - step["step"]) * pace)
         return progress
 
     def _estimate(self, kind: str, seconds: float) -> None:

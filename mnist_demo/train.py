@@ -521,7 +521,7 @@ class _StepLog:
             t0, s0 = self.paced_from = self.paced_from or (now, step)
             eta = (self.total - step) * (now - t0) / (step - s0) if step > s0 else None
             self.pending.append(({"kind": "step", "epoch": epoch, "step": step, "steps": self.total, "seen": seen,
-                                  "images_per_s": step * self.batch / now, "eta_s": eta},
+                                  "images_per_s": step * self.batch / now, "eta_s": eta, "elapsed_s": now},
                                  torch.stack([loss.detach(), loss_sum, correct])))
         return now
 

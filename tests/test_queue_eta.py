@@ -3,7 +3,7 @@
 import gradio as gr
 import pytest
 
-from mnist_demo.queue_eta import PACE_FROM, FirstRunEta
+from mnist_demo.queue_eta import PACE_FROM, PACED_OVER, FirstRunEta
 
 
 @pytest.fixture
@@ -18,20 +18,34 @@ def queued():
     return eta, now, demo._queue.process_time_per_fn[demo.fns[event["id"]]]
 
 
-def step(n: int, steps: int, eta_s: float | None) -> dict:
-    return {"kind": "step", "step": n, "steps": steps, "eta_s": eta_s}
+def step(n: int, steps: int, elapsed_s: float) -> dict:
+    return {"kind": "step", "step": n, "steps": steps, "elapsed_s": elapsed_s}
 
 
-def test_a_running_runs_own_time_left_gives_the_queue_its_estimate(queued):
+def test_a_running_runs_recent_pace_gives_the_queue_its_estimate(queued):
     eta, now, times = queued
     progress, steps = eta.start("train"), 100
-    now[0] = 3.0
-    progress(step(1, steps, None))  # no pace yet
-    progress(step(int(PACE_FROM * steps) - 1, steps, 9.0))  # paced over too few steps
+    early, late = 0.5, 0.1  # seconds a step: slowed while a class joins, then its own speed
+    paced_from = int(PACED_OVER * PACE_FROM * steps)
+    for n in range(1, int(PACE_FROM * steps)):  # paced over too few steps
+        progress(step(n, steps, early * min(n, paced_from) + late * max(0, n - paced_from)))
     assert times.avg_time == 0
-    progress(step(int(PACE_FROM * steps), steps, 9.0))
-    assert times.avg_time == 3.0 + 9.0  # its time so far and its time left
+    now[0], n = 9.0, int(PACE_FROM * steps)
+    progress(step(n, steps, early * paced_from + late * (n - paced_from)))
+    assert times.avg_time == pytest.approx(9.0 + (steps - n) * late)  # its time so far, then the recent pace
     assert times.count == 0  # an estimate, not a finished run
+
+
+def test_a_run_with_few_records_waits_for_one_early_enough(queued):
+    eta, now, times = queued
+    progress, steps = eta.start("train"), 10
+    now[0] = 1.0
+    first = steps // 2 - 1
+    progress(step(first, steps, 1.0))  # nothing before it to pace from
+    assert times.avg_time == 0
+    now[0] = 2.0
+    progress(step(steps - 1, steps, 2.0))  # paced from the first record
+    assert times.avg_time == pytest.approx(2.0 + (2.0 - 1.0) / (steps - 1 - first))
 
 
 def test_gradios_own_average_takes_over_once_a_run_has_ended(queued):
@@ -39,13 +53,16 @@ def test_gradios_own_average_takes_over_once_a_run_has_ended(queued):
     times.add(7.0)  # as Gradio's queue does when a run ends
     progress = eta.start("train")
     now[0] = 5.0
+    progress(step(10, 100, 1.0))
     progress(step(50, 100, 5.0))
     assert times.avg_time == 7.0
 
 
 def test_other_kinds_of_run_leave_the_estimate_alone(queued):
     eta, now, times = queued
-    eta.start("teach")(step(50, 100, 5.0))
+    progress = eta.start("teach")
+    progress(step(10, 100, 1.0))
+    progress(step(50, 100, 5.0))
     assert times.avg_time == 0
 
 
