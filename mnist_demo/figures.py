@@ -258,8 +258,10 @@ def accuracy_svg(train: list[float], val: list[float], width: int = 340, height:
 
 
 WATCH_ZOOM = 2  # the watched digits at 56×56: ten columns fit ~600 px
-WATCH_COLUMN, WATCH_CAPTION, WATCH_PAD = 58, 20, 6  # px: a column's width, the caption under each digit, margins
-WATCH_FONT_SIZES = (14, 13, 12, 11, 10, 9)  # the largest that fits is used: Fashion-MNIST's names are long
+WATCH_COLUMN, WATCH_CAPTION, WATCH_PAD = 58, 24, 6  # px: a column's width, the caption under each digit, margins
+# The largest that fits is used: a digit gets 20 px, which a phone's 390 px screen shows at ~11 px (14 px came out at
+# ~7); Fashion-MNIST's long names shrink.
+WATCH_FONT_SIZES = (20, 18, 16, 14, 12, 10, 9)
 WATCH_MARK = 10  # px: the tick or cross before a guess
 RIGHT_RGB, WRONG_RGB, INK_RGB = (22, 163, 74), (220, 38, 38), (55, 65, 81)
 

@@ -3,9 +3,23 @@
 import re
 
 import pytest
-from ui import SEVEN, SIZES, browser_only, choose, draw, on_screen, open_app, screenshot, settle, top_digit, train_tab
+from ui import (
+    SCREENSHOTS,
+    SEVEN,
+    SIZES,
+    browser_only,
+    choose,
+    draw,
+    on_screen,
+    open_app,
+    screenshot,
+    settle,
+    top_digit,
+    train_tab,
+)
 
 pytestmark = browser_only
+MAX_CAPTION_SHARE = 0.25  # of a mistake's tile: a caption over more hides the digit (half of it on a phone, once)
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -49,4 +63,10 @@ def test_train_stop_and_the_live_run_share_the_screen(browser, app_url, size):
     settle(page)
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, f"{size}-train")
+    mistakes = page.locator("#mistakes")
+    mistakes.scroll_into_view_if_needed()
+    tile = mistakes.locator(".thumbnail-item").first.bounding_box()
+    caption = mistakes.locator(".caption-label").first.bounding_box()
+    assert caption["height"] <= MAX_CAPTION_SHARE * tile["height"], f"captions hide the mistakes at {size}"
+    mistakes.screenshot(path=SCREENSHOTS / f"{size}-mistakes.png")
     page.context.close()
