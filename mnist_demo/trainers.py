@@ -19,7 +19,7 @@ from .watch import Drawing
 from .worker import Worker
 
 UI_INTERVAL_S = 0.5  # at most two streamed step updates a second: plenty for a curve, and each costs server CPU
-Progress = Callable[[dict], None]  # told each step record of a run (its step, steps and time left)
+Progress = Callable[[dict], None]  # told a run's plan (rehearsal.Pace), if any, then each of its step records
 
 
 def device_key(name: str) -> str:
@@ -105,7 +105,7 @@ class Trainers:
             progress: Progress | None = None) -> Iterator[dict]:
         """Views of the run as it goes (LiveRun.view()), the last one with the summary; errors are UserErrors.
         With `watch`, views also carry the guesses on the watched test digits and on `drawing` (28×28 in [0, 1]).
-        `progress` is given every step record."""
+        `progress` is given the run's plan, if any, and every step record."""
         with self.sessions.claim(session) as control:
             data = dataset_title(cfg.dataset)
             title = (f"Sanity check: {cfg.arch} memorising {cfg.overfit} {data} images" if cfg.overfit
@@ -151,13 +151,15 @@ class Trainers:
         with contextlib.closing(records):  # closing (page closed, cancel) makes the worker keep the best model
             last_ui = 0.0
             for rec in records:
+                if progress is not None and rec["kind"] in ("plan", "step"):
+                    progress(rec)
+                if rec["kind"] == "plan":  # for the queue's estimate only: nothing to show
+                    continue
                 stopping_now = control.stop.is_set() and not live.stopping
                 if stopping_now:
                     live.stop()
                 live.add(rec)
                 saved = rec if rec["kind"] == "saved" else saved
-                if progress is not None and rec["kind"] == "step":
-                    progress(rec)
                 # Rendering an update costs server CPU that training could use, so step updates are spaced; the
                 # first one after a Stop goes at once, since it is the only word the Stop button gets.
                 if stopping_now or rec["kind"] != "step" or time.monotonic() - last_ui >= UI_INTERVAL_S:

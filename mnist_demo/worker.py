@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from . import api
 from .data import DATASETS, Dataset, Split, load_dataset
 from .errors import UserError, user_error_types
 from .finetune import REPLAY_DATASET
+from .rehearsal import Pace, rehearse
 from .train import TrainConfig
 from .watch import Drawing, drawing_tensor
 
@@ -61,29 +61,46 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
 
     threading.Thread(target=read, daemon=True).start()
     datasets: dict[str, Dataset] = {}
-    with contextlib.suppress(UserError):  # loaded before the first job asks: the first Train starts sooner
-        dataset_for(WARM_DATASET, datasets)
+    pace = warm_up(datasets)
     while (job := jobs.get()) is not None:
         stop.clear()
         try:
-            for record in job_records(job, datasets, stop.is_set):
+            for record in job_records(job, datasets, stop.is_set, pace):
                 send(record)
             send({"kind": "end"})
         except Exception as exc:  # reported to the one run that caused it; the process serves the next job
             send({"kind": "error", "type": type(exc).__name__, "message": str(exc)})
 
 
-def job_records(job: dict, datasets: dict[str, Dataset], should_stop: Callable[[], bool]) -> Iterator[dict]:
-    """A training job's records, or a teaching job's ({"teach": {"base", "images", "labels"}, "out": ...})."""
+def warm_up(datasets: dict[str, Dataset]) -> Pace | None:
+    """Before the first job asks: load the dataset most runs train on (the first Train starts sooner), then rehearse
+    its default recipe while the machine is idle (a queue's first estimate, rehearsal.Pace)."""
+    try:
+        return rehearse(dataset_for(WARM_DATASET, datasets))
+    except UserError:  # no dataset here: jobs load what they need and say so
+        return None
+    except Exception:  # without a rehearsal the queue estimates from the first run alone; the jobs still run
+        log.exception("the training process could not rehearse the default recipe")
+        return None
+
+
+def job_records(job: dict, datasets: dict[str, Dataset], should_stop: Callable[[], bool],
+                pace: Pace | None = None) -> Iterator[dict]:
+    """A training job's records, or a teaching job's ({"teach": {"base", "images", "labels"}, "out": ...}). A
+    training job whose steps were rehearsed (`pace`) starts with a 'plan' record: how long its steps and the rest
+    should take here."""
     if "teach" in job:
         teach = job["teach"]
         examples = Split(torch.tensor(teach["images"], dtype=torch.uint8), torch.tensor(teach["labels"]))
-        return api.finetune_and_save(teach["base"], examples, out=job["out"], should_stop=should_stop,
-                                     dataset=dataset_for(REPLAY_DATASET, datasets))
+        yield from api.finetune_and_save(teach["base"], examples, out=job["out"], should_stop=should_stop,
+                                         dataset=dataset_for(REPLAY_DATASET, datasets))
+        return
     cfg = TrainConfig(**job["config"])
-    return api.train_and_save(cfg, out=job["out"], dataset=dataset_for(cfg.dataset, datasets),
-                              should_stop=should_stop, adapt_threads=True, watch=True,
-                              drawing=job.get("drawing"))
+    if pace is not None and (plan := pace.plan(cfg)) is not None:
+        yield plan
+    yield from api.train_and_save(cfg, out=job["out"], dataset=dataset_for(cfg.dataset, datasets),
+                                  should_stop=should_stop, adapt_threads=True, watch=True,
+                                  drawing=job.get("drawing"))
 
 
 def dataset_for(name: str, cache: dict[str, Dataset]) -> Dataset:

@@ -1,4 +1,4 @@
-"""The queue's estimate before any run has ended comes from the running run's time left, until Gradio has its own."""
+"""The queue's estimate before a run has ended: the run's plan or its own time left, until Gradio has its own."""
 
 import gradio as gr
 import pytest
@@ -48,10 +48,37 @@ def test_a_run_with_few_records_waits_for_one_early_enough(queued):
     assert times.avg_time == pytest.approx(2.0 + (2.0 - 1.0) / (steps - 1 - first))
 
 
+def plan(step_s: float, fixed_s: float) -> dict:
+    return {"kind": "plan", "step_s": step_s, "fixed_s": fixed_s}
+
+
+def test_a_runs_plan_gives_the_queue_its_estimate_from_its_first_step(queued):
+    eta, now, times = queued
+    progress, steps, rehearsed = eta.start("train"), 100, plan(0.05, 0.5)
+    progress(rehearsed)
+    assert times.avg_time == 0  # the number of steps comes with the steps
+    progress(step(1, steps, 0.2))
+    assert times.avg_time == pytest.approx(rehearsed["fixed_s"] + steps * rehearsed["step_s"])
+
+
+@pytest.mark.parametrize("late", [0.02, 0.1])  # seconds a step from a quarter on: faster, then slower than planned
+def test_the_lower_of_plan_and_projection_stands(queued, late):
+    eta, now, times = queued
+    progress, steps, rehearsed = eta.start("train"), 100, plan(0.05, 0.5)
+    progress(rehearsed)
+    n = int(PACE_FROM * steps)
+    for k in range(1, n + 1):
+        now[0] = late * k
+        progress(step(k, steps, late * k))
+    planned = rehearsed["fixed_s"] + steps * rehearsed["step_s"]
+    assert times.avg_time == pytest.approx(min(planned, now[0] + (steps - n) * late))
+
+
 def test_gradios_own_average_takes_over_once_a_run_has_ended(queued):
     eta, now, times = queued
     times.add(7.0)  # as Gradio's queue does when a run ends
     progress = eta.start("train")
+    progress(plan(0.01, 0.5))
     now[0] = 5.0
     progress(step(10, 100, 1.0))
     progress(step(50, 100, 5.0))

@@ -330,3 +330,21 @@ def test_runs_and_teaching_tell_their_progress(runs):
         ex = examples.add(ex, torch.rand(28, 28).numpy(), label, CLASS_NAMES["mnist"])
     list(Trainers(worker=FakeWorker).teach(Path("checkpoints/cnn.safetensors"), ex, "A", progress=heard.append))
     assert [r["step"] for r in heard] == list(range(1, FinetuneConfig().epochs * STEPS_PER_EPOCH + 1))
+
+
+class PlanningWorker(FakeWorker):
+    """A training process that rehearsed these steps: its runs start with a plan record."""
+
+    PLAN = {"kind": "plan", "step_s": 0.01, "fixed_s": 0.5}
+
+    def _records(self, cfg, out, should_stop):
+        yield self.PLAN
+        yield from super()._records(cfg, out, should_stop)
+
+
+def test_a_runs_plan_reaches_its_progress_and_no_view(runs):
+    trainers, cfg, heard = Trainers(worker=PlanningWorker), _cfg(), []
+    views = list(trainers.run(cfg, "A", progress=heard.append))
+    assert heard[0] == PlanningWorker.PLAN and [r["kind"] for r in heard[1:]] == ["step"] * cfg.epochs * STEPS_PER_EPOCH
+    plain = list(Trainers(worker=FakeWorker).run(cfg, "B"))
+    assert [v["status"] for v in views] == [v["status"] for v in plain]  # the plan changed nothing shown

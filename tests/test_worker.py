@@ -66,3 +66,14 @@ def test_named_datasets_are_loaded_once_per_process_and_csv_files_every_time(mon
     worker_module.dataset_for(csv, cache)
     worker_module.dataset_for(csv, cache)  # a CSV may have been replaced by a new upload of the same name
     assert loads == [worker_module.WARM_DATASET, csv, csv]
+
+
+def test_a_job_of_the_rehearsed_recipe_starts_with_its_plan(tmp_path):
+    jobs = [{"config": TrainConfig.for_arch(subset=2000).to_dict(), "out": str(tmp_path / "a.safetensors")},
+            {"config": TrainConfig.for_arch(**SMALL).to_dict(), "out": str(tmp_path / "b.safetensors")}]
+    stdout = io.StringIO()
+    serve(io.StringIO("".join(json.dumps(j) + "\n" for j in jobs)), stdout)
+    records = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    second = records.index({"kind": "end"}) + 1
+    assert records[0]["kind"] == "plan" and records[0]["step_s"] > 0  # the default recipe, on fewer images
+    assert records[second]["kind"] != "plan" and records[-1] == {"kind": "end"}  # another architecture
