@@ -77,3 +77,18 @@ def test_a_job_of_the_rehearsed_recipe_starts_with_its_plan(tmp_path):
     second = records.index({"kind": "end"}) + 1
     assert records[0]["kind"] == "plan" and records[0]["step_s"] > 0  # the default recipe, on fewer images
     assert records[second]["kind"] != "plan" and records[-1] == {"kind": "end"}  # another architecture
+
+
+def test_a_failed_rehearsal_leaves_the_jobs_working(monkeypatch, tmp_path, caplog):
+    from mnist_demo import worker as worker_module
+
+    def broken_rehearsal(dataset):
+        raise RuntimeError("simulated fault in the rehearsal")
+
+    monkeypatch.setattr(worker_module, "rehearse", broken_rehearsal)
+    job = {"config": TrainConfig.for_arch(subset=2000).to_dict(), "out": str(tmp_path / "a.safetensors")}
+    stdout = io.StringIO()
+    serve(io.StringIO(json.dumps(job) + "\n"), stdout)
+    records = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert "plan" not in [r["kind"] for r in records] and records[-2]["kind"] == "saved"  # no time, same run
+    assert "could not rehearse" in caplog.text
