@@ -13,7 +13,7 @@ from .data import Dataset
 from .train import TrainConfig, resolve_device
 
 REHEARSAL_STEPS = 100  # about half a second of the default recipe on 2 CPU cores
-WINDOW_STEPS = 10
+WINDOW_STEPS = 10  # ~50 ms here: another process's burst spoils a window or two, not the whole measure
 BURST = 1.5  # a window this much slower than the median one had other work in it (the server still starting)
 
 
