@@ -88,8 +88,9 @@ class Sessions:
 class Trainers:
     """One training process per physical device, used by one run at a time (the app's queue sees to the order)."""
 
-    def __init__(self, worker: Callable[[], Worker] = Worker) -> None:
-        self._workers: dict[str, Worker] = defaultdict(worker)
+    def __init__(self, worker: Callable[[str], Worker] = Worker) -> None:
+        self._new_worker = worker  # given the physical device it trains on
+        self._workers: dict[str, Worker] = {}
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self.sessions = Sessions()
 
@@ -99,7 +100,11 @@ class Trainers:
         return len({device_key(d) for d in available_devices()})
 
     def worker(self, device: str = "auto") -> Worker:
-        return self._workers[device_key(device)]
+        """The training process for a device setting's physical device, made on first use."""
+        key = device_key(device)
+        if key not in self._workers:  # setdefault: two sessions asking at once both get the one kept
+            self._workers.setdefault(key, self._new_worker(key))
+        return self._workers[key]
 
     def run(self, cfg: TrainConfig, session: str, drawing: Drawing | None = None, watch: bool = False,
             progress: Progress | None = None) -> Iterator[dict]:
@@ -139,7 +144,7 @@ class Trainers:
             with self._locks[device]:
                 live.status = f"{live.title}: starting on {device}…"
                 yield live.view()
-                records = self._workers[device].teach(base, examples, out, should_stop=control.stop.is_set)
+                records = self.worker(device).teach(base, examples, out, should_stop=control.stop.is_set)
                 saved = yield from self._follow(records, live, control, progress)
                 yield dict(live.view(), saved=saved)
 
@@ -175,7 +180,7 @@ class Trainers:
             live.status = f"{live.title}: starting on {device}…"
             yield live.view()
             out = Path(tmp) / "overfit.safetensors" if cfg.overfit else api.checkpoint_path(cfg)
-            records = self._workers[device].train(cfg, out=out, should_stop=control.stop.is_set, drawing=drawing)
+            records = self.worker(device).train(cfg, out=out, should_stop=control.stop.is_set, drawing=drawing)
             yield from self._follow(records, live, control, progress)
             if live.summary is None:  # stopped before its first step ended: there is no model to keep
                 live.status, live.detail = "Stopped before the first training step ended: nothing was saved.", ""

@@ -37,8 +37,9 @@ class WorkerError(UserError, RuntimeError):
     """The training process failed; the person can only start again, and the message says so."""
 
 
-def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
-    """The child's loop: a job is one JSON line (job_records says which), "stop" ends the current one early.
+def serve(stdin=sys.stdin, stdout=sys.stdout, device: str = "auto") -> None:
+    """The child's loop, training on `device`: a job is one JSON line (job_records says which), "stop" ends the
+    current one early.
 
     Every record is written back as one JSON line; a job ends with {"kind": "end"} or {"kind": "error", ...}.
     """
@@ -61,7 +62,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
 
     threading.Thread(target=read, daemon=True).start()
     datasets: dict[str, Dataset] = {}
-    pace = warm_up(datasets)
+    pace = warm_up(datasets, device)
     while (job := jobs.get()) is not None:
         stop.clear()
         try:
@@ -72,11 +73,11 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
             send({"kind": "error", "type": type(exc).__name__, "message": str(exc)})
 
 
-def warm_up(datasets: dict[str, Dataset]) -> Pace | None:
+def warm_up(datasets: dict[str, Dataset], device: str = "auto") -> Pace | None:
     """Before the first job asks: load the dataset most runs train on (the first Train starts sooner), then rehearse
-    its default recipe while the machine is idle (a queue's first estimate, rehearsal.Pace)."""
+    its default recipe on `device` while the machine is idle (a queue's first estimate, rehearsal.Pace)."""
     try:
-        return rehearse(dataset_for(WARM_DATASET, datasets))
+        return rehearse(dataset_for(WARM_DATASET, datasets), TrainConfig.for_arch(device=device))
     except UserError:  # no dataset here: jobs load what they need and say so
         return None
     except Exception:  # without a rehearsal the queue estimates from the first run alone; the jobs still run
@@ -113,9 +114,11 @@ def dataset_for(name: str, cache: dict[str, Dataset]) -> Dataset:
 
 
 class Worker:
-    """The parent's handle on one training process: started by start() or on first use, restarted if it dies."""
+    """The parent's handle on one training process for `device`: started by start() or on first use, restarted if
+    it dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> subprocess.Popen:
@@ -123,8 +126,8 @@ class Worker:
         if self._proc is None or self._proc.poll() is not None:
             root = str(Path(__file__).resolve().parents[1])  # importable wherever the app was started from
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-            self._proc = subprocess.Popen([sys.executable, "-m", "mnist_demo.worker"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+            self._proc = subprocess.Popen([sys.executable, "-m", "mnist_demo.worker", self.device],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         return self._proc
 
     @property
@@ -195,4 +198,4 @@ if __name__ == "__main__":
         os.nice(NICE)
     records = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything else printed (a download's progress, a library's warning) goes to stderr
-    serve(sys.stdin, records)
+    serve(sys.stdin, records, *sys.argv[1:2])

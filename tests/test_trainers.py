@@ -20,7 +20,7 @@ STEPS_PER_EPOCH = 4
 class FakeWorker:
     """Stands in for the training process: a few records, then 'saved'; it honours should_stop as the real one."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
         self.calls: list[tuple[TrainConfig, Path]] = []
         self.steps = 0
 
@@ -348,3 +348,10 @@ def test_a_runs_plan_reaches_its_progress_and_no_view(runs):
     assert heard[0] == PlanningWorker.PLAN and [r["kind"] for r in heard[1:]] == ["step"] * cfg.epochs * STEPS_PER_EPOCH
     plain = list(Trainers(worker=FakeWorker).run(cfg, "B"))
     assert [v["status"] for v in views] == [v["status"] for v in plain]  # the plan changed nothing shown
+
+
+def test_each_devices_training_process_is_made_once_and_told_its_device():
+    made = []
+    trainers = Trainers(worker=lambda device: made.append(device) or FakeWorker(device))
+    first = trainers.worker("cpu")
+    assert trainers.worker("cpu") is first and made == [device_key("cpu")]

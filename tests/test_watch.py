@@ -229,7 +229,7 @@ def test_without_watch_the_view_keeps_its_panels(mnist):
 class WatchingWorker:
     """Stands in for the training process: a watch record whose drawing is surely a 3, then 'saved'."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
         self.drawings: list = []
 
     def train(self, cfg, out, should_stop=None, drawing=None):

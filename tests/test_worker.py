@@ -92,3 +92,10 @@ def test_a_failed_rehearsal_leaves_the_jobs_working(monkeypatch, tmp_path, caplo
     records = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert "plan" not in [r["kind"] for r in records] and records[-2]["kind"] == "saved"  # no time, same run
     assert "could not rehearse" in caplog.text
+
+
+def test_a_training_process_rehearses_on_its_own_device(tmp_path):
+    job = {"config": TrainConfig.for_arch(device="cpu", subset=2000).to_dict(), "out": str(tmp_path / "a.safetensors")}
+    stdout = io.StringIO()
+    serve(io.StringIO(json.dumps(job) + "\n"), stdout, device="cpu")  # on a GPU machine too: a CPU run's own pace
+    assert json.loads(stdout.getvalue().splitlines()[0])["kind"] == "plan"
