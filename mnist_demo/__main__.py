@@ -17,6 +17,7 @@ from .examples import from_csv
 from .finetune import FinetuneConfig
 from .preprocess import ImageError
 from .train import OPTIMIZERS, SCHEDULES, TrainConfig
+from .turns import describe
 
 
 def _cmd_list(args) -> None:
@@ -67,6 +68,8 @@ def _cmd_finetune(args) -> None:
     print(f"{result['base']} taught {m['examples']} examples: it reads {m['examples_accuracy_before']:.0%} → "
           f"{m['examples_accuracy_after']:.0%} of them; MNIST test accuracy {m['test_accuracy_before']:.2%} → "
           f"{m['test_accuracy']:.2%}; {result['train_time_s']:.1f} s on {result['device']} → {result['path']}")
+    if turned := describe(result["turned"], result["turned_images"]):
+        print(turned)
 
 
 def _cmd_evaluate(args) -> None:

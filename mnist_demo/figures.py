@@ -15,6 +15,7 @@ from .catalogue import ModelEntry
 from .data import Split
 from .errors import BLANK_CANVAS
 from .inference import Prediction
+from .turns import describe
 
 if TYPE_CHECKING:  # inside.py draws with this module's helpers
     from .inside import Picture
@@ -182,13 +183,16 @@ def examples_note(examples: Split, classes: list[str]) -> str:
 
 
 def taught_note(saved: dict, base: str, key: str) -> str:
-    """The outcome of teaching, in the words a learner wants: my examples before/after, and what it cost on MNIST."""
+    """The outcome of teaching, in the words a learner wants: my examples before/after, what it cost on MNIST, and
+    what it did with digits I draw turned or mirrored."""
     m = saved["metrics"]
     mine = (f"your {m['examples']} examples read right {percent(m['examples_accuracy_before'])} → "
             f"{percent(m['examples_accuracy_after'])}")
     mnist = f"MNIST test {m['test_accuracy_before']:.2%} → {m['test_accuracy']:.2%}"
     took = fmt_seconds(saved["train_time_s"])
-    return f"✅ Taught **{key}** (from {base}) in {took}: {mine}; {mnist}. Draw now uses it."
+    turned = describe(saved["turned"], saved["turned_images"])
+    return " ".join(filter(None, [f"✅ Taught **{key}** (from {base}) in {took}: {mine}; {mnist}.", turned,
+                                  "Draw now uses it."]))
 
 
 def prediction_table(predicted: list[int], true: list[int], classes: list[str]) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from .train import (
     resolve_device,
     run_then_finish,
 )
+from .turns import Turn, find, turned_digits
 
 DIGITS = CLASS_NAMES["mnist"]
 REPLAY_DATASET = "mnist"
@@ -42,7 +43,12 @@ class FinetuneConfig:
     epochs: int = 15  # passes over the examples, each at least `epoch_views` example images long
     epoch_views: int = 160  # few examples are repeated within an epoch, each time under a fresh random warp
     examples_per_batch: int = 16
-    replay: int = 3  # MNIST training images per example image in every batch, so the model keeps what it knew
+    # Where a person draws a digit turned or mirrored (turns.find), ten drawings cannot show every way to write it,
+    # but MNIST can: this many of its training images of that digit, turned the same way, join every batch, and an
+    # epoch is longer, as there is more to learn.
+    turned: int = 16
+    turned_epoch_views: int = 432
+    replay: int = 4  # MNIST training images per new image in every batch, so the model keeps what it knew
     lr: float = 0.01  # SGD with Nesterov momentum 0.9, constant (label smoothing: the base's own recipe's)
     augment: bool = True  # warp every view of an example afresh (WARP, through train.augment_batch)
     seed: int = 0
@@ -56,6 +62,8 @@ def validate(cfg: FinetuneConfig) -> None:
     """Raise ConfigError with a plain message for any setting that cannot work."""
     for name, value, lo, hi in (("epochs", cfg.epochs, 1, MAX_EPOCHS), ("epoch views", cfg.epoch_views, 1, 100_000),
                                 ("examples per batch", cfg.examples_per_batch, 1, 1024),
+                                ("turned", cfg.turned, 0, 1024),
+                                ("turned epoch views", cfg.turned_epoch_views, 1, 100_000),
                                 ("replay", cfg.replay, 0, 64)):
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
             raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
@@ -109,6 +117,10 @@ class Teaching:
         # The base's own label smoothing: another one moves every logit, and a model trained without it lost points.
         self.label_smoothing = float((self.base.meta.get("config") or {}).get("label_smoothing") or 0.0)
         self.model = copy.deepcopy(self.base.model).to(self.device, memory_format=torch.channels_last)
+        self.turns: dict[int, Turn] = {}
+        if cfg.turned:
+            self.turns = find(self.model, self.base.normalisation, examples, self.dataset.train, self.device)
+        self.turned = turned_digits(self.dataset.train, self.turns)
         self.before = self._judge(details=False)
         self.steps_done, self.epochs_done, self.elapsed_s = 0, 0, 0.0
 
@@ -118,7 +130,8 @@ class Teaching:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(max(len(self.examples), self.cfg.epoch_views) / self.cfg.examples_per_batch)
+        views = self.cfg.turned_epoch_views if self.turns else self.cfg.epoch_views
+        return math.ceil(max(len(self.examples), views) / self.cfg.examples_per_batch)
 
     @property
     def total_steps(self) -> int:
@@ -152,21 +165,29 @@ class Teaching:
         yield {"kind": "done", "epochs": self.epochs_done, "elapsed_s": self.elapsed_s}
 
     def _batches(self, gens: tuple[torch.Generator, torch.Generator]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch's batches: `examples_per_batch` example views (shuffled, repeated to fill whole batches, each
-        copy warped afresh) first, then `replay` times as many random MNIST training images."""
+        """One epoch's batches: `examples_per_batch` example views (shuffled, repeated to fill whole batches), then
+        `turned` MNIST images drawn the way the person turns theirs, if they do (both warped afresh, each view), then
+        `replay` times as many random MNIST training images as those."""
         n, k, steps = len(self.examples), self.cfg.examples_per_batch, self.steps_per_epoch
+        t = self.cfg.turned if len(self.turned) else 0
         device_gen, cpu_gen = gens
         order = torch.cat([torch.randperm(n, generator=device_gen, device=self.device)
                            for _ in range(math.ceil(steps * k / n))])[:steps * k]
         x_mine, y_mine = self._x(self.examples.images)[order], self.examples.labels.to(self.device)[order]
+        x_turned, y_turned = self._sample(self.turned, steps * t, cpu_gen)
         if self.cfg.augment:
             x_mine = augment_batch(x_mine, device_gen, WARP)
-        pool, r = self.dataset.train, k * self.cfg.replay
-        index = torch.randint(len(pool), (steps * r,), generator=cpu_gen)
-        x_old, y_old = self._x(pool.images[index]), pool.labels[index].to(self.device)
+            x_turned = augment_batch(x_turned, device_gen, WARP) if t else x_turned
+        r = (k + t) * self.cfg.replay
+        x_old, y_old = self._sample(self.dataset.train, steps * r, cpu_gen)
         for i in range(steps):
-            yield (torch.cat([x_mine[i * k:(i + 1) * k], x_old[i * r:(i + 1) * r]]),
-                   torch.cat([y_mine[i * k:(i + 1) * k], y_old[i * r:(i + 1) * r]]))
+            yield (torch.cat([x_mine[i * k:(i + 1) * k], x_turned[i * t:(i + 1) * t], x_old[i * r:(i + 1) * r]]),
+                   torch.cat([y_mine[i * k:(i + 1) * k], y_turned[i * t:(i + 1) * t], y_old[i * r:(i + 1) * r]]))
+
+    def _sample(self, pool: Split, count: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` random images of `pool` (with replacement), ready for the model, and their labels."""
+        index = torch.randint(max(len(pool), 1), (count,), generator=gen)
+        return self._x(pool.images[index]), pool.labels[index].to(self.device)
 
     def _epoch(self, epoch: int, opt: torch.optim.Optimizer, gens: tuple, start: float):
         """One epoch's steps, yielding a record after each; returns the epoch's mean loss and the share of example
@@ -207,15 +228,18 @@ class Teaching:
                    "examples_accuracy_before": before["examples"]["accuracy"],
                    "examples_accuracy_after": after["examples"]["accuracy"],
                    "epochs_completed": self.epochs_done, "stopped_early": stopped}
+        turned = {self.base.classes[digit]: turn.name for digit, turn in sorted(self.turns.items())}
         path = save_checkpoint(self.model, out, arch=self.base.arch, dataset=self.base.meta["dataset"],
                                normalisation=self.base.normalisation, classes=self.base.classes,
                                config=self.cfg.to_dict(), metrics=metrics, train_time_s=self.elapsed_s,
-                               device=self.device_label, extra={"base": self.base_name, "examples": n})
+                               device=self.device_label,
+                               extra={"base": self.base_name, "examples": n, "turned": turned})
         taught = {"labels": self.examples.labels.tolist(), "before": before["examples"]["predicted"],
                   "after": after["examples"]["predicted"]}
         return {"kind": "saved", "path": str(path), "metrics": metrics, "evaluation": after["test"],
                 "classes": self.base.classes, "train_time_s": self.elapsed_s, "device": self.device_label,
-                "stopped": stopped, "base": self.base_name, "examples": n, "taught": taught}
+                "stopped": stopped, "base": self.base_name, "examples": n, "taught": taught,
+                "turned": turned, "turned_images": len(self.turned)}
 
 
 def finetune(base: str | os.PathLike, examples: Split, cfg: FinetuneConfig | None = None, *,

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import torch
 from torch import nn
 from ui import (
     MIRRORED_SEVEN,
@@ -17,7 +18,10 @@ from ui import (
     train_tab,
 )
 
+from mnist_demo import examples
+from mnist_demo.data import Split
 from mnist_demo.models import create_model
+from mnist_demo.turns import TURNS
 
 pytestmark = [*browser_only, pytest.mark.usefixtures("runs")]  # a fresh run folder for the module
 
@@ -102,6 +106,25 @@ def test_correct_a_drawing_then_teach_and_the_new_model_reads_it(page, runs):
     page.locator("#examples img").first.click()
     page.locator("#remove-example").click()
     expect(page.locator("#examples img")).to_have_count(1)
+
+
+def test_teaching_digits_drawn_turned_says_what_it_learned_from(page, mnist, tmp_path):
+    """Five 4s and five 7s drawn one way of the registry's, added from a CSV: teaching finds the way and says so."""
+    from playwright.sync_api import expect
+
+    way = TURNS[1]
+    picks = torch.cat([torch.nonzero(mnist.test.labels == d).flatten()[:5] for d in (4, 7)])
+    csv = examples.to_csv(Split(way.apply(mnist.test.images[picks]), mnist.test.labels[picks]), tmp_path / "mine.csv")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#examples-upload").click()
+    chooser.value.set_files(str(csv))
+    expect(page.locator("#examples img")).to_have_count(len(picks), timeout=10000)
+    page.locator("#teach-btn").click()
+    expect(page.locator("#teach-status")).to_contain_text(f"your 4s and 7s are {way.name}", timeout=120000)
+    expect(page.locator("#teach-btn")).to_be_enabled()
+    settle(page)
+    page.locator("#teach").scroll_into_view_if_needed()
+    screenshot(page, "teach-turned")
 
 
 def test_watch_it_learn_shows_the_grid_and_the_drawing(page):

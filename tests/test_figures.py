@@ -20,6 +20,7 @@ from mnist_demo.figures import ZOOM
 from mnist_demo.inference import Prediction
 from mnist_demo.models import create_model
 from mnist_demo.train import MISTAKES_KEPT, evaluate
+from mnist_demo.turns import TURNS
 
 DIGITS = CLASS_NAMES["mnist"]
 FASHION = CLASS_NAMES["fashion-mnist"]
@@ -280,5 +281,16 @@ def test_examples_gallery_and_notes_say_what_a_learner_needs():
 def test_taught_note_gives_both_sides_of_the_trade():
     metrics = {"examples": 10, "examples_accuracy_before": 0.1, "examples_accuracy_after": 1.0,
                "test_accuracy_before": 0.9946, "test_accuracy": 0.9931}
-    note = figures.taught_note({"metrics": metrics, "train_time_s": 4.2}, "cnn", "cnn+you")
+    note = figures.taught_note({"metrics": metrics, "train_time_s": 4.2, "turned": {}, "turned_images": 0}, "cnn",
+                               "cnn+you")
     assert "**cnn+you** (from cnn)" in note and "10.0% → 100.0%" in note and "99.46% → 99.31%" in note
+    assert "It saw" not in note and note.endswith(". Draw now uses it.")
+
+
+def test_taught_note_says_what_it_did_with_turned_digits():
+    way = TURNS[1].name
+    saved = {"metrics": {"examples": 10, "examples_accuracy_before": 0.1, "examples_accuracy_after": 1.0,
+                         "test_accuracy_before": 0.9946, "test_accuracy": 0.9931},
+             "train_time_s": 4.2, "turned": {"4": way, "7": way}, "turned_images": 12107}
+    note = figures.taught_note(saved, "cnn", "cnn+you")
+    assert f"your 4s and 7s are {way}" in note and "12,107 MNIST training digits" in note
