@@ -169,7 +169,7 @@ class Teaching:
         `turned` MNIST images drawn the way the person turns theirs, if they do (both warped afresh, each view), then
         `replay` times as many random MNIST training images as those."""
         n, k, steps = len(self.examples), self.cfg.examples_per_batch, self.steps_per_epoch
-        t = self.cfg.turned if len(self.turned) else 0
+        t = self.cfg.turned if self.turns else 0
         device_gen, cpu_gen = gens
         order = torch.cat([torch.randperm(n, generator=device_gen, device=self.device)
                            for _ in range(math.ceil(steps * k / n))])[:steps * k]
@@ -185,8 +185,9 @@ class Teaching:
                    torch.cat([y_mine[i * k:(i + 1) * k], y_turned[i * t:(i + 1) * t], y_old[i * r:(i + 1) * r]]))
 
     def _sample(self, pool: Split, count: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` random images of `pool` (with replacement), ready for the model, and their labels."""
-        index = torch.randint(max(len(pool), 1), (count,), generator=gen)
+        """`count` random images of `pool` (with replacement), ready for the model, and their labels; none of an
+        empty pool."""
+        index = torch.randint(len(pool), (count,), generator=gen) if count else torch.zeros(0, dtype=torch.long)
         return self._x(pool.images[index]), pool.labels[index].to(self.device)
 
     def _epoch(self, epoch: int, opt: torch.optim.Optimizer, gens: tuple, start: float):

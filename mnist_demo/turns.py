@@ -100,6 +100,6 @@ def describe(turned: dict[str, str], images: int) -> str:
         by_way.setdefault(way, []).append(f"{digit}s")
     if not by_way:
         return ""
-    ways = "; ".join(f"your {', '.join(names[:-1]) + ' and ' if len(names) > 1 else ''}{names[-1]} are {way}"
+    ways = "; ".join(f"your {' and '.join(filter(None, [', '.join(names[:-1]), names[-1]]))} are {way}"
                      for way, names in by_way.items())
     return f"It saw that {ways}, so it also learned from {images:,} MNIST training digits drawn the same way."
