@@ -14,7 +14,7 @@ from . import api
 from .data import DATA_ENV
 from .errors import UserError
 from .examples import from_csv
-from .finetune import FinetuneConfig
+from .finetune import FinetuneConfig, describe_cost
 from .preprocess import ImageError
 from .train import OPTIMIZERS, SCHEDULES, TrainConfig
 from .turns import describe
@@ -68,8 +68,9 @@ def _cmd_finetune(args) -> None:
     print(f"{result['base']} taught {m['examples']} examples: it reads {m['examples_accuracy_before']:.0%} → "
           f"{m['examples_accuracy_after']:.0%} of them; MNIST test accuracy {m['test_accuracy_before']:.2%} → "
           f"{m['test_accuracy']:.2%}; {result['train_time_s']:.1f} s on {result['device']} → {result['path']}")
-    if turned := describe(result["turned"], result["turned_images"]):
-        print(turned)
+    for said in (describe(result["turned"], result["turned_images"]), describe_cost(m, result["classes"])):
+        if said:
+            print(said)
 
 
 def _cmd_evaluate(args) -> None:

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .catalogue import ModelEntry
 from .data import Split
 from .errors import BLANK_CANVAS
+from .finetune import describe_cost
 from .inference import Prediction
 from .turns import describe
 
@@ -191,7 +192,8 @@ def taught_note(saved: dict, base: str, key: str) -> str:
     mnist = f"MNIST test {m['test_accuracy_before']:.2%} → {m['test_accuracy']:.2%}"
     took = fmt_seconds(saved["train_time_s"])
     turned = describe(saved["turned"], saved["turned_images"])
-    return " ".join(filter(None, [f"✅ Taught **{key}** (from {base}) in {took}: {mine}; {mnist}.", turned,
+    cost = describe_cost(m, saved["classes"])
+    return " ".join(filter(None, [f"✅ Taught **{key}** (from {base}) in {took}: {mine}; {mnist}.", turned, cost,
                                   "Draw now uses it."]))
 
 

@@ -17,6 +17,7 @@ from mnist_demo.catalogue import ModelEntry
 from mnist_demo.data import CLASS_NAMES, NORMALISATION
 from mnist_demo.errors import BLANK_CANVAS
 from mnist_demo.figures import ZOOM
+from mnist_demo.finetune import COSTLY
 from mnist_demo.inference import Prediction
 from mnist_demo.models import create_model
 from mnist_demo.train import MISTAKES_KEPT, evaluate
@@ -278,19 +279,32 @@ def test_examples_gallery_and_notes_say_what_a_learner_needs():
     assert captions == ["7: 1 → 7 ✓", "7: 7 → 7 ✓", "1: 1 → 7 ✗"]
 
 
-def test_taught_note_gives_both_sides_of_the_trade():
+def taught(turned: dict[str, str] | None = None, images: int = 0, cost: dict[int, float] | None = None) -> dict:
+    """A 'saved' record of teaching: the MNIST digits in `cost` lost that much accuracy, the others a little less
+    than teaching's outcome names."""
+    before = [0.99] * len(DIGITS)
+    after = [b - (cost or {}).get(d, COSTLY / 2) for d, b in enumerate(before)]
     metrics = {"examples": 10, "examples_accuracy_before": 0.1, "examples_accuracy_after": 1.0,
-               "test_accuracy_before": 0.9946, "test_accuracy": 0.9931}
-    note = figures.taught_note({"metrics": metrics, "train_time_s": 4.2, "turned": {}, "turned_images": 0}, "cnn",
-                               "cnn+you")
+               "test_accuracy_before": 0.9946, "test_accuracy": 0.9931, "per_class_accuracy_before": before,
+               "per_class_accuracy": after}
+    return {"metrics": metrics, "train_time_s": 4.2, "turned": turned or {}, "turned_images": images,
+            "classes": DIGITS}
+
+
+def test_taught_note_gives_both_sides_of_the_trade():
+    note = figures.taught_note(taught(), "cnn", "cnn+you")
     assert "**cnn+you** (from cnn)" in note and "10.0% → 100.0%" in note and "99.46% → 99.31%" in note
-    assert "It saw" not in note and note.endswith(". Draw now uses it.")
+    assert "It saw" not in note and "misreads" not in note and note.endswith(". Draw now uses it.")
 
 
 def test_taught_note_says_what_it_did_with_turned_digits():
     way = TURNS[1].name
-    saved = {"metrics": {"examples": 10, "examples_accuracy_before": 0.1, "examples_accuracy_after": 1.0,
-                         "test_accuracy_before": 0.9946, "test_accuracy": 0.9931},
-             "train_time_s": 4.2, "turned": {"4": way, "7": way}, "turned_images": 12107}
-    note = figures.taught_note(saved, "cnn", "cnn+you")
+    note = figures.taught_note(taught({"4": way, "7": way}, 12107), "cnn", "cnn+you")
     assert f"your 4s and 7s are {way}" in note and "12,107 MNIST training digits" in note
+
+
+def test_taught_note_names_the_real_digits_that_paid_for_it():
+    note = figures.taught_note(taught(cost={2: 2 * COSTLY, 5: 3 * COSTLY}), "cnn", "cnn+you")
+    two, five = (figures.percent(0.99 - c) for c in (2 * COSTLY, 3 * COSTLY))
+    assert f"misreads more of MNIST's own 2s (99.0% → {two} read right) and 5s (99.0% → {five} read right)." in note
+    assert "0s" not in note and note.endswith(". Draw now uses it.")

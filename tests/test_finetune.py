@@ -55,6 +55,8 @@ def test_records_like_trainings_then_a_checkpoint_that_records_its_base(arch, mi
     for key in ("arch", "dataset", "normalisation", "classes"):
         assert meta[key] == base.meta[key]
     assert saved["metrics"]["test_accuracy_before"] == pytest.approx(base.meta["metrics"]["test_accuracy"], abs=1e-3)
+    assert saved["metrics"]["per_class_accuracy_before"] == pytest.approx(base.meta["metrics"]["per_class_accuracy"],
+                                                                          abs=1e-3)
     assert saved["taught"]["labels"] == mine.labels.tolist()
     after = sum(p == y for p, y in zip(saved["taught"]["after"], mine.labels.tolist())) / len(mine)
     assert saved["metrics"]["examples_accuracy_after"] == pytest.approx(after)
