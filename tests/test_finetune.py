@@ -70,6 +70,18 @@ def test_the_train_tabs_live_view_follows_it(mine, mnist, tmp_path):
     assert live.summary["model"] == "t" and live.summary["epochs_completed"] == QUICK.epochs
 
 
+def test_its_last_epochs_show_the_examples_unwarped(mine, mnist, tmp_path):
+    """A clean tail of every epoch teaches what no warping at all teaches, and a clean tail of none does not."""
+    states = {}
+    for name, setting in (("all", {"clean_tail": 1.0}), ("off", {"augment": False}), ("none", {"clean_tail": 0.0})):
+        out = tmp_path / f"{name}.safetensors"
+        list(finetune(bundled("mlp-50-20"), mine, FinetuneConfig(**{**QUICK.to_dict(), **setting}), out=out,
+                      dataset=mnist))
+        states[name] = load_checkpoint(out).model.state_dict()
+    assert all(torch.equal(states["all"][k], states["off"][k]) for k in states["all"])
+    assert not all(torch.equal(states["all"][k], states["none"][k]) for k in states["all"])
+
+
 def test_the_same_seed_teaches_the_same_model(mine, mnist, tmp_path):
     states = []
     for name in ("a", "b"):
@@ -135,6 +147,7 @@ def test_a_base_that_is_not_a_digit_checkpoint_is_refused(make_base, message, mi
 @pytest.mark.parametrize("setting, message", [
     ({"epochs": 0}, "epochs must be"), ({"lr": float("nan")}, "learning rate"), ({"replay": -1}, "replay must be"),
     ({"device": "cuda:7"}, "not available"), ({"turned": -1}, "turned must be"),
+    ({"clean_tail": 1.5}, "clean tail must be"),
 ])
 def test_settings_that_cannot_work_are_refused(setting, message, mine, mnist, tmp_path):
     cfg = FinetuneConfig(**{**QUICK.to_dict(), **setting})
