@@ -54,7 +54,7 @@ class FinetuneConfig:
     replay: int = 4  # MNIST training images per new image in every batch, so the model keeps what it knew
     # SGD with Nesterov momentum 0.9, falling along a half cosine to 0 (label smoothing: the base's own recipe's).
     # A higher start and the fall cost MNIST less: 2s and 5s flipped top to bottom -0.13 to -0.25 points where a
-    # constant 0.01 cost -0.27 to -0.58 (six draws each); a style that looks like no other digit keeps what it had.
+    # constant 0.01 cost -0.27 to -0.58 (six draws each); the other styles cost 0.00-0.14, about what they did.
     lr: float = 0.06
     augment: bool = True  # warp every view of an example afresh (WARP, through train.augment_batch) ...
     # ... except in this share of the epochs, the last, where no turned digit was found: warping blurs a drawing's
