@@ -35,7 +35,7 @@ from time_to_result import SETTINGS, machine, measured, save_results  # noqa: E4
 from mnist_demo import examples as mine  # noqa: E402
 from mnist_demo.checkpoint import load_checkpoint  # noqa: E402
 from mnist_demo.data import Split, load_dataset  # noqa: E402
-from mnist_demo.finetune import COSTLY, FinetuneConfig  # noqa: E402
+from mnist_demo.finetune import COSTLY, FinetuneConfig, paid  # noqa: E402
 from mnist_demo.inference import Classifier  # noqa: E402
 from mnist_demo.preprocess import prepare  # noqa: E402
 
@@ -173,8 +173,7 @@ def teach(style: Style, base: Path, test: Split, setting: str, work: Path, count
             "mnist_change_points": round(100 * (m["test_accuracy"] - m["test_accuracy_before"]), 2),
             "teaching_s": round(meta["train_time_s"], 2), "device": meta["device"],
             "turned": ", ".join(f"{d}s {way}" for d, way in meta["turned"].items()) or "none",
-            "paid": ", ".join(f"{d}s" for d, b, a in zip(meta["classes"], m["per_class_accuracy_before"],
-                                                        m["per_class_accuracy"]) if b - a >= COSTLY) or "none",
+            "paid": ", ".join(f"{meta['classes'][c]}s" for c, _, _ in paid(m)) or "none",
             **timing}
 
 

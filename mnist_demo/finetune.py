@@ -169,7 +169,7 @@ class Teaching:
         cosine = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (1 + math.cos(math.pi * step / steps)) / 2)
         start = time.perf_counter()
         for epoch in range(1, cfg.epochs + 1):
-            train_loss, train_acc = yield from self._epoch(epoch, (opt, cosine), gens, start)
+            train_loss, train_acc = yield from self._epoch(epoch, cosine, gens, start)
             self.epochs_done = epoch
             mine = evaluate(self.model, self.examples, self.base.normalisation, self.device, details=False)
             yield {"kind": "epoch", "epoch": epoch, "step": self.steps_done, "steps": self.total_steps,
@@ -204,11 +204,10 @@ class Teaching:
         index = torch.randint(len(pool), (count,), generator=gen) if count else torch.zeros(0, dtype=torch.long)
         return self._x(pool.images[index]), pool.labels[index].to(self.device)
 
-    def _epoch(self, epoch: int, optim: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler],
-               gens: tuple, start: float):
-        """One epoch's steps, yielding a record after each; returns the epoch's mean loss and the share of example
-        views it answered right."""
-        k, (opt, sched) = self.cfg.examples_per_batch, optim
+    def _epoch(self, epoch: int, sched: torch.optim.lr_scheduler.LRScheduler, gens: tuple, start: float):
+        """One epoch's steps (with `sched`'s optimizer), yielding a record after each; returns the epoch's mean loss
+        and the share of example views it answered right."""
+        k, opt = self.cfg.examples_per_batch, sched.optimizer
         amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
         self.model.train()
         losses, right = [], 0
@@ -261,12 +260,16 @@ class Teaching:
                 "turned": turned, "turned_images": len(self.turned)}
 
 
-def describe_cost(metrics: dict, classes: list[str]) -> str:
+def paid(metrics: dict) -> list[tuple[int, float, float]]:
     """The real digits that teaching cost at least COSTLY of their MNIST test accuracy (as a 'saved' record's metrics
-    have it), in a sentence; empty if none."""
-    pairs = zip(classes, metrics["per_class_accuracy_before"], metrics["per_class_accuracy"])
-    costly = [f"{digit}s ({before:.1%} → {after:.1%} read right)" for digit, before, after in pairs
-              if before - after >= COSTLY]
+    have it): (class index, accuracy before, after)."""
+    pairs = enumerate(zip(metrics["per_class_accuracy_before"], metrics["per_class_accuracy"]))
+    return [(c, before, after) for c, (before, after) in pairs if before - after >= COSTLY]
+
+
+def describe_cost(metrics: dict, classes: list[str]) -> str:
+    """The digits that paid for teaching, in a sentence; empty if none."""
+    costly = [f"{classes[c]}s ({before:.1%} → {after:.1%} read right)" for c, before, after in paid(metrics)]
     return f"It now misreads more of MNIST's own {' and '.join(costly)}." if costly else ""
 
 
