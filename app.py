@@ -2,11 +2,10 @@
 
 import asyncio
 import copy
-import hashlib
+import functools
 import html
 import inspect
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,12 +24,14 @@ from mnist_demo import api, examples, figures, sessions, theme  # noqa: E402
 from mnist_demo.catalogue import Catalogue  # noqa: E402
 from mnist_demo.data import CLASS_NAMES, dataset_title, offline_datasets  # noqa: E402
 from mnist_demo.errors import BLANK_CANVAS, message  # noqa: E402
+from mnist_demo.gradio_internals import logged_in  # noqa: E402
 from mnist_demo.inside import look_inside  # noqa: E402
 from mnist_demo.live_run import LiveRun  # noqa: E402
 from mnist_demo.preprocess import Prepared, pack, prepare, unpack  # noqa: E402
 from mnist_demo.queue_eta import FirstRunEta  # noqa: E402
 from mnist_demo.train import OPTIMIZERS, TrainConfig, available_devices  # noqa: E402
 from mnist_demo.trainers import Trainers, device_key  # noqa: E402
+from mnist_demo.visitors import examples_folder, owner_of  # noqa: E402
 
 CANVAS = 280  # drawing surface in pixels: 10× MNIST, so the brush maps to MNIST-like strokes
 BRUSH_RADIUS = 11  # a 22 px stroke is ~2.2 px once the digit is fitted into MNIST's 20 px box
@@ -39,6 +40,8 @@ ARCHITECTURES = {a["name"]: a for a in api.list_architectures()}  # built once: 
 INSIDE_EMPTY = "<p>Draw a digit (or upload one) to see what happens inside the model.</p>"
 PICTURES = {"seen": "The 28×28 picture the model read", "saliency": "The pixels that drove the decision, in red"}
 QUEUE_NEWS_S = 1.0
+QUEUE_MAX = 128  # events waiting at once, everyone's together
+AUTH_ENV = "MNIST_DEMO_AUTH"  # user:password turns on Gradio's login for the whole app
 QUEUE_POLL_S = 0.01  # Gradio's queue looks for work every 1 ms when idle: ~6% of a core spent waiting
 STROKES_KEPT = 256  # strokes whose canvas the sketchpad may still be asked for (see NewestOnly)
 
@@ -71,6 +74,11 @@ def out(**values) -> dict:
 
 def session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
+
+
+def owner(request: gr.Request | None) -> str | None:
+    """The visitor's folder name: their models are listed, used and downloaded only in their own session."""
+    return owner_of(getattr(request, "session_hash", None))
 
 
 def read(file) -> str | None:
@@ -107,17 +115,17 @@ def inline(views: dict) -> dict:
     return views
 
 
-def answer_view(prepared: Prepared, source: str, model: str | None) -> dict:
+def answer_view(prepared: Prepared, source: str, model: str | None, visitor: str | None) -> dict:
     """What Draw shows first for an input, inline: the probabilities, the verdict and the 28×28 the model saw."""
-    return inline(answer_pictures(prepared, source, model))
+    return inline(answer_pictures(prepared, source, model, visitor))
 
 
-def answer_pictures(prepared: Prepared, source: str, model: str | None) -> dict:
+def answer_pictures(prepared: Prepared, source: str, model: str | None, visitor: str | None) -> dict:
     """The answer, with the model's input as an image array; the model reads the pixels the page keeps."""
     drawing = packed(prepared, source)
     prepared = unpack(drawing)
     try:
-        _, clf = catalogue.classifier(model)
+        _, clf = catalogue.classifier(model, catalogue.entries(visitor, digits=True))
     except Exception as exc:  # a missing or broken model: said in the verdict, the tab keeps working
         return answer_only(f"⚠️ {message(exc, 'loading the model')}", drawing=drawing)
     if prepared.blank:
@@ -128,15 +136,17 @@ def answer_pictures(prepared: Prepared, source: str, model: str | None) -> dict:
                seen=figures.digit_image(pred.digit), drawing=drawing)
 
 
-def extras_view(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
+def extras_view(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool,
+                visitor: str | None) -> dict:
     """The slower views, after the answer: what drove it, and (only while shown) every model's answer and the
     layers inside the selected model."""
-    return inline(extras_pictures(drawing, model, compare_shown, inside_shown))
+    return inline(extras_pictures(drawing, model, compare_shown, inside_shown, visitor))
 
 
-def extras_pictures(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool) -> dict:
+def extras_pictures(drawing: dict | None, model: str | None, compare_shown: bool, inside_shown: bool,
+                    visitor: str | None) -> dict:
     """The slower views, with the saliency overlay as an image array."""
-    entries = catalogue.entries()  # the checkpoint folders, read once per stroke
+    entries = catalogue.entries(visitor, digits=True)  # the checkpoint folders, read once per stroke
     try:
         prepared = unpack(drawing)
         entry, clf = catalogue.classifier(model, entries)
@@ -164,24 +174,36 @@ def inside_view(prepared: Prepared, clf) -> str:
     return figures.pictures_html(pictures)
 
 
-def stroke_pictures(sketch: dict | None, model: str | None) -> dict:
+def stroke_pictures(sketch: dict | None, model: str | None, visitor: str | None) -> dict:
     """A stroke (or a clear) on the canvas: the answer, its pictures as arrays."""
     try:
         prepared = prepare(sketch)
     except Exception as exc:
         return answer_only(f"⚠️ {message(exc, 'reading the drawing')}", drawing=None)
-    return answer_pictures(prepared, DRAWING, model)
+    return answer_pictures(prepared, DRAWING, model, visitor)
 
 
-def stroke(sketch: dict | None, model: str | None) -> dict:
+def stroke(sketch: dict | None, model: str | None, visitor: str | None) -> dict:
     """A stroke as the page shows it: the answer, inline; the slower views follow in their own event."""
-    return inline(stroke_pictures(sketch, model))
+    return inline(stroke_pictures(sketch, model, visitor))
 
 
-def draw(sketch: dict | None, model: str | None = None) -> tuple:
+def sketch_files(sketch) -> dict | None:
+    """A Sketchpad value as Gradio hands it over untouched: its images' paths, none of them decoded yet (each is
+    checked from its header first, in preprocess)."""
+    if not isinstance(sketch, dict):
+        return None
+    layers = sketch.get("layers")
+    return {"layers": [read(layer) for layer in layers[:4]] if isinstance(layers, list) else [],
+            **{key: read(sketch.get(key)) for key in ("composite", "background")}}
+
+
+def draw(sketch: dict | None, model: str | None = None, request: gr.Request = None) -> tuple:
     """API: a Sketchpad value → probabilities, verdict, model input, saliency overlay and all models' answers."""
-    views = stroke_pictures(sketch, model)
-    views.update(extras_pictures(views[ui["drawing"]], model, compare_shown=True, inside_shown=False))
+    visitor = owner(request)
+    views = stroke_pictures(sketch_files(sketch), model, visitor)
+    views.update(extras_pictures(views[ui["drawing"]], model, compare_shown=True, inside_shown=False,
+                                 visitor=visitor))
     return tuple(views.get(ui[k]) for k in ("probs", "verdict", "seen", "saliency", "compare"))
 
 
@@ -198,20 +220,22 @@ async def stroke_route(request: Request) -> JSONResponse:
     """A stroke's answer for the page (assets/app.js): the canvas's images and the model's name in, the values of
     the answer's components out. Not a Gradio event: one request and ~7.5 ms of server CPU, where the sketchpad's
     own change event cost ~22 ms in 4-6 requests (three images sent ahead, new files uploaded, the event)."""
+    if not logged_in(request):
+        return JSONResponse({"error": "Not authenticated"}, status_code=401)
     size = request.headers.get("content-length") or ""
     if not size.isdigit() or int(size) > STROKE_MAX_BYTES:
         views = answer_only(f"⚠️ The drawing could not be sent: it must be under {STROKE_MAX_BYTES // 1_000_000} MB.",
                             drawing=None)
         return JSONResponse(page_values(views, ANSWER))
     try:
-        async with request.form(max_files=2, max_fields=1) as form:
+        async with request.form(max_files=2, max_fields=2) as form:
             images = {k: await form[k].read() for k in ("layer", "composite") if hasattr(form.get(k), "read")}
-            model = form.get("model")
+            model, visitor = form.get("model"), form.get("visitor")
     except Exception:  # not a form, or more in it than a stroke sends
         return JSONResponse(page_values(answer_only("⚠️ The drawing arrived damaged; draw it again.", drawing=None),
                                         ANSWER))
     sketch = {"layers": [images["layer"]] if "layer" in images else [], "composite": images.get("composite")}
-    views = await run_in_threadpool(stroke, sketch, model if isinstance(model, str) else None)
+    views = await run_in_threadpool(stroke, sketch, text(model), text(visitor))
     return JSONResponse(page_values(views, ANSWER))
 
 
@@ -219,18 +243,25 @@ async def views_route(request: Request) -> JSONResponse:
     """The slower views for the page (assets/app.js): the kept drawing, the model's name and which panels are open
     in; saliency, every model's answer and Look inside (those two only while open) out. Not a Gradio event either:
     ~9 ms of server CPU where the queued event cost ~19 ms, its queue and event stream included."""
+    if not logged_in(request):
+        return JSONResponse({"error": "Not authenticated"}, status_code=401)
     size = request.headers.get("content-length") or ""
     try:
         if not size.isdigit() or int(size) > VIEWS_MAX_BYTES:
             raise ValueError("too large")
         asked = await request.json()
-        drawing, model = asked.get("drawing"), asked.get("model")
+        drawing, model, visitor = asked.get("drawing"), asked.get("model"), asked.get("visitor")
         shown = bool(asked.get("compare")), bool(asked.get("inside"))
     except Exception:  # not what the page sends: nothing to show
-        drawing, model, shown = None, None, (False, False)
+        drawing, model, visitor, shown = None, None, None, (False, False)
     async with VIEWS_TURN:
-        views = await run_in_threadpool(extras_view, drawing, model if isinstance(model, str) else None, *shown)
+        views = await run_in_threadpool(extras_view, drawing, text(model), *shown, text(visitor))
     return JSONResponse(page_values(views, VIEWS))
+
+
+def text(value) -> str | None:
+    """A short string from the page, or None."""
+    return value[:200] if isinstance(value, str) else None
 
 
 def page_values(views: dict, names: tuple[str, ...]) -> list:
@@ -245,61 +276,62 @@ def page_values(views: dict, names: tuple[str, ...]) -> list:
     return values
 
 
-def on_upload(image: dict | None, model: str | None) -> dict:
+def on_upload(image: dict | None, model: str | None, request: gr.Request = None) -> dict:
     if not image:
         return answer_only(BLANK_CANVAS, drawing=None)
     try:
         prepared = prepare(read(image))
     except Exception as exc:  # the broken thumbnail goes too, so nothing on screen contradicts the message
         return answer_only(f"⚠️ {message(exc, 'reading the image')}", upload=None, drawing=None)
-    return answer_view(prepared, "The uploaded image", model)
+    return answer_view(prepared, "The uploaded image", model, owner(request))
 
 
-def on_model_change(drawing: dict | None, model: str | None) -> dict:
+def on_model_change(drawing: dict | None, model: str | None, request: gr.Request = None) -> dict:
     try:
-        return answer_view(*unpacked(drawing), model)
+        return answer_view(*unpacked(drawing), model, owner(request))
     except Exception as exc:
         return answer_only(f"⚠️ {message(exc, 'reading the drawing')}", drawing=None)
 
 
-def classify(image: dict | None, model: str | None = "") -> dict[str, float] | None:
+def classify(image: dict | None, model: str | None = "", request: gr.Request = None) -> dict[str, float] | None:
     """API: an image file → {class: probability}; a blank image → empty."""
     if not image:
         return None
     try:
-        _, clf = catalogue.classifier(model or None)
+        _, clf = catalogue.classifier(model or None, catalogue.entries(owner(request)))
         pred = clf.predict(read(image))
     except Exception as exc:
         raise gr.Error(message(exc, "classifying")) from None
     return figures.probabilities(pred.probabilities, clf.classes)
 
 
-def model_dropdown(current: str | None = None, **layout) -> gr.Dropdown:
-    """Draw's model picker with every model there is now, keeping the current choice if it still exists."""
-    entries = catalogue.entries()
+def model_dropdown(current: str | None = None, visitor: str | None = None, **layout) -> gr.Dropdown:
+    """Draw's model picker with every digit model the visitor may use now, keeping the current choice if it still
+    exists."""
+    entries = catalogue.entries(visitor, digits=True)
     value = current if current in {e.key for e in entries} else catalogue.default_key(entries)
     return gr.Dropdown([(e.label, e.key) for e in entries], value=value, **layout)
+
+
+def model_picker(current: str | None, request: gr.Request = None) -> gr.Dropdown:
+    return model_dropdown(current, owner(request))
 
 
 # Teaching: the session's own examples, and a model taught them
 
 DIGITS = CLASS_NAMES["mnist"]
-EXAMPLES_DIR = Path(tempfile.mkdtemp(prefix="mnist-demo-examples-"))  # each session's CSV for download
 
 
-def examples_view(ex, note: str, taught: dict | None = None) -> dict:
+def examples_view(ex, note: str, request: gr.Request | None, taught: dict | None = None) -> dict:
     """The examples gallery (after teaching: each one's answer before → after), its CSV and a note."""
     csv = None
-    if len(ex):
-        # Named by content: sessions never share a file unless they hold the very same examples.
-        folder = EXAMPLES_DIR / hashlib.sha1(ex.images.numpy().tobytes() + ex.labels.numpy().tobytes()).hexdigest()
-        folder.mkdir(exist_ok=True)
-        csv = str(examples.to_csv(ex, folder / "my-digits.csv"))
+    if len(ex):  # one file per visitor, in their own folder: it goes with them
+        csv = str(examples.to_csv(ex, examples_folder(catalogue.runs_dir, owner(request)) / "my-digits.csv"))
     return out(examples=ex, examples_gallery=figures.examples_gallery(ex, DIGITS, taught), examples_csv=csv,
                teach_status=note, remove=gr.Button(interactive=False), selected=None)
 
 
-def keep_example(drawing: dict | None, label: str | None, ex) -> dict:
+def keep_example(drawing: dict | None, label: str | None, ex, request: gr.Request = None) -> dict:
     """"Wrong? It's a …": the 28×28 the model saw joins the examples with the right label; said where it was
     clicked, and in the teaching panel."""
     if label is None:
@@ -310,7 +342,7 @@ def keep_example(drawing: dict | None, label: str | None, ex) -> dict:
         text = f"⚠️ Not kept: {message(exc, 'keeping the example')}"
         return out(teach_status=text, correct_note=text, correct=None)
     note = figures.examples_note(ex, DIGITS)
-    return {**examples_view(ex, note), **out(correct=None, correct_note=f"✅ Kept as a **{label}**. {note}")}
+    return {**examples_view(ex, note, request), **out(correct=None, correct_note=f"✅ Kept as a **{label}**. {note}")}
 
 
 def correct_api(image: dict | None, label: str, ex) -> tuple:
@@ -327,31 +359,34 @@ def select_example(evt: gr.SelectData) -> dict:
     return out(selected=evt.index, remove=gr.Button(interactive=True))
 
 
-def remove_example(ex, index: int | None) -> dict:
+def remove_example(ex, index: int | None, request: gr.Request = None) -> dict:
     if index is None:
         return {}
     ex = examples.remove(ex, index)
-    return examples_view(ex, figures.examples_note(ex, DIGITS))
+    return examples_view(ex, figures.examples_note(ex, DIGITS), request)
 
 
-def upload_examples(file: dict | None, ex) -> dict:
+def upload_examples(file: dict | None, ex, request: gr.Request = None) -> dict:
     try:
         ex = examples.join(ex, examples.from_csv(read(file)))
     except Exception as exc:
         return out(teach_status=f"⚠️ {message(exc, 'reading the examples')}")
-    return examples_view(ex, figures.examples_note(ex, DIGITS))
+    return examples_view(ex, figures.examples_note(ex, DIGITS), request)
 
 
 def teach(ex, model: str | None, name: str | None, request: gr.Request | None = None):
     """API: fine-tune the model on this session's examples (with replayed MNIST); streams progress, then the new
     model joins the picker as <model>+you (or the given name) and is selected."""
+    visitor = owner(request)
     try:
-        entry = catalogue.find(model or None)
+        entry = catalogue.find(model or None, catalogue.entries(visitor, digits=True))
+        name = catalogue.check_name((name or "").strip(), visitor) if (name or "").strip() else None
         progress = queue_eta.start("teach")
-        for view in trainers.teach(entry.path, ex, session(request), name=(name or "").strip() or None,
-                                   progress=progress):
+        for view in trainers.teach(entry.path, ex, session(request), name=name, progress=progress,
+                                   folder=catalogue.visitors.folder(visitor)):
             yield out(teach_progress=view["progress"], teach_status=view["status"])
     except Exception as exc:
+        trainers.sessions.forget(session(request))
         text = message(exc, "teaching")
         yield out(teach_status=f"⚠️ {text}", teach_progress="")
         raise gr.Error(text, visible=False) from None
@@ -359,9 +394,10 @@ def teach(ex, model: str | None, name: str | None, request: gr.Request | None = 
     if saved is None:
         yield out(teach_status=view["status"])
         return
-    key = Path(saved["path"]).stem
-    yield {**examples_view(ex, figures.taught_note(saved, entry.key, key), saved["taught"]),
-           **out(model=model_dropdown(key))}
+    catalogue.visitors.prune(visitor)
+    key = catalogue.key_of(saved["path"], visitor)
+    yield {**examples_view(ex, figures.taught_note(saved, entry.key, key), request, saved["taught"]),
+           **out(model=model_dropdown(key, visitor))}
 
 
 # Train tab
@@ -379,10 +415,41 @@ def still_shown(result: dict | None) -> str:
     return f" The results below are still those of **{Path(result['path']).stem}**." if result else ""
 
 
-def start_run(result: dict | None, drawing: dict | None, request: gr.Request) -> dict:
-    """Runs before the (queued) training, so Stop works while this session still waits in line; Draw's last
-    input goes with the run, for its live view."""
-    trainers.sessions.arm(session(request))
+ONE_RUN_EACH = ("You have a training or teaching waiting or going already: wait for it to end, or press Stop "
+                "in the Train tab.")
+
+
+def one_run_each(fn):
+    """The validator of a training or teaching event (`fn`), which Gradio runs as the event asks to join the queue,
+    before it does: a visitor has one run waiting or going at a time (reserved here, so that Stop works while it
+    waits), so no one can fill the queue. It takes `fn`'s arguments, so that Gradio hands it the request too."""
+    @functools.wraps(fn)  # its signature and annotations: Gradio finds where the request goes by them
+    def validator(*args, **kwargs) -> list:
+        values = [*args, *kwargs.values()]
+        request = next((v for v in values if isinstance(v, gr.Request)), None)
+        inputs = [v for v in values if not isinstance(v, gr.Request)]
+        verdicts = [gr.validate(True, "") for _ in inputs]
+        if not trainers.sessions.reserve(session(request)):
+            verdicts[0] = gr.validate(False, ONE_RUN_EACH)
+        return verdicts
+
+    return validator
+
+
+def not_busy(request: gr.Request = None) -> None:
+    """A click on Train or Teach is told at once when the visitor has a run waiting or going already."""
+    if trainers.sessions.busy(session(request)):
+        raise gr.Error(ONE_RUN_EACH)
+
+
+def teach_clicked(request: gr.Request = None) -> gr.Button:
+    not_busy(request)
+    return gr.Button(interactive=False)
+
+
+def start_run(result: dict | None, drawing: dict | None, request: gr.Request = None) -> dict:
+    """Runs before the (queued) training; Draw's last input goes with the run, for its live view."""
+    not_busy(request)
     return out(status="Queued: waiting for the trainer (your place in the queue shows on the progress bar)…",
                train=gr.Button(interactive=False), overfit=gr.Button(interactive=False), last=drawing,
                headline="Training… this run's test results appear here when it ends." + still_shown(result))
@@ -393,7 +460,8 @@ def run(settings: dict, request: gr.Request | None, sanity: bool = False, last: 
         drawing = unpack(last).digit  # Draw's digit, if any: its probabilities show as the model learns
         cfg = api.run_config({**settings, "csv_file": read(settings["csv_file"])}, sanity)
         shown, progress = None, queue_eta.start(RUN_KINDS[sanity])
-        for view in trainers.run(cfg, session(request), drawing=drawing, watch=True, progress=progress):
+        for view in trainers.run(cfg, session(request), drawing=drawing, watch=True, progress=progress,
+                                 folder=catalogue.visitors.folder(owner(request))):
             # The last real run's results stay in state until this run has results of its own; the grid of
             # watched digits is sent only when a new snapshot redrew it.
             grid = view["watch_grid"]
@@ -428,13 +496,13 @@ SETTINGS = [name for name in inspect.signature(train).parameters if name not in 
 NOTHING_TO_STOP = "Nothing to stop."
 
 
-def stop(request: gr.Request) -> str:
+def stop(request: gr.Request = None) -> str:
     """API: end this session's run after the current step; the best model so far is kept."""
     stopping = trainers.sessions.stop(session(request))
     return "Stopping: keeping the best model so far…" if stopping else NOTHING_TO_STOP
 
 
-def stop_clicked(status: str | None, request: gr.Request) -> str:
+def stop_clicked(status: str | None, request: gr.Request = None) -> str:
     """The Stop button: a run being stopped says so in its own stream (at once), so that an update already on its
     way cannot show "training" again after "stopping". With nothing to stop, what the status line said (the last
     run's result, or why it failed) stays above the answer."""
@@ -445,10 +513,13 @@ def stop_clicked(status: str | None, request: gr.Request) -> str:
     return "Stopping: this run ends as soon as it leaves the queue." if queued else gr.skip()
 
 
-def show_results(summary: dict | None, result: dict | None, current_model: str | None) -> dict:
+def show_results(summary: dict | None, result: dict | None, current_model: str | None,
+                 request: gr.Request = None) -> dict:
     """After a run: its test metrics, mistakes and downloads (a sanity check has none), and refreshed model lists."""
-    lists = out(model=model_dropdown(current_model), models_table=figures.models_table(catalogue.entries()),
-                pick=download_dropdown(result and Path(result["path"]).stem),
+    visitor = owner(request)
+    catalogue.visitors.prune(visitor)  # the new model may take the place of the visitor's oldest
+    lists = out(model=model_dropdown(current_model, visitor), models_table=models_table(request),
+                pick=download_dropdown(result and catalogue.key_of(result["path"], visitor), visitor),
                 train=gr.Button(interactive=True), overfit=gr.Button(interactive=True))
     if not result or not summary or "sanity_check" in summary:
         return {**lists, **out(headline="A sanity check trains on a few images only, so it has no test results: "
@@ -477,33 +548,59 @@ def prediction_table(result: dict | None) -> gr.Dataframe:
 
 # Models tab
 
-def download_dropdown(value: str | None = None) -> gr.Dropdown:
-    entries = catalogue.entries()
+def models_table(request: gr.Request = None):
+    """API: the models this visitor can use (bundled, their own, shared, the server's), one row each."""
+    return figures.models_table(catalogue.entries(owner(request)))
+
+
+def download_dropdown(value: str | None = None, visitor: str | None = None) -> gr.Dropdown:
+    entries = catalogue.entries(visitor)
     return gr.Dropdown([e.key for e in entries], value=catalogue.keep(value, entries))
 
 
-def checkpoint_file(key: str | None) -> str | None:
-    entry = next((e for e in catalogue.entries() if e.key == key), None)  # None: removed since the list was drawn
+def pick_dropdown(current: str | None, request: gr.Request = None) -> gr.Dropdown:
+    return download_dropdown(current, owner(request))
+
+
+def checkpoint_file(key: str | None, request: gr.Request = None) -> str | None:
+    # None: removed since the list was drawn
+    entry = next((e for e in catalogue.entries(owner(request)) if e.key == key), None)
     return str(entry.path) if entry else None
 
 
-def refresh_on_load(current_model: str | None, current_pick: str | None) -> dict:
-    pick = catalogue.keep(current_pick)
-    return out(model=model_dropdown(current_model), models_table=figures.models_table(catalogue.entries()),
-               pick=download_dropdown(pick), model_file=checkpoint_file(pick))
+def refresh_on_load(current_model: str | None, current_pick: str | None, request: gr.Request = None) -> dict:
+    visitor = owner(request)
+    pick = catalogue.keep(current_pick, catalogue.entries(visitor))
+    return out(model=model_dropdown(current_model, visitor), models_table=models_table(request),
+               pick=download_dropdown(pick, visitor), model_file=checkpoint_file(pick, request), visitor=visitor,
+               visitor_state=visitor)
 
 
-def upload_checkpoint(file: dict | None, current_model: str | None) -> dict:
+def upload_checkpoint(file: dict | None, current_model: str | None, request: gr.Request = None) -> dict:
     """Accept a .safetensors checkpoint after loading it once (header, architecture and weights are checked)."""
     if not file:
         return out(upload_status="")
+    visitor = owner(request)
     try:
-        entry = catalogue.add_upload(read(file), os.path.basename(file.get("orig_name") or read(file)))
+        name = os.path.basename(str(file.get("orig_name") or read(file)))[-200:]
+        entry = catalogue.add_upload(read(file), name, visitor)
     except Exception as exc:
         return out(upload_status=f"⚠️ Refused: {message(exc, 'adding the checkpoint')}")
-    return out(upload_status=f"✅ Added **{entry.key}** ({entry.arch}); it is now in the Draw tab's model picker.",
-               models_table=figures.models_table(catalogue.entries()), pick=download_dropdown(entry.key),
-               model=model_dropdown(current_model))
+    where = "the Draw tab's model picker" if entry.digits else "the list above (it reads no digits, so Draw omits it)"
+    return out(upload_status=f"✅ Added **{entry.key}** ({entry.arch}) to your models; it is now in {where}.",
+               models_table=models_table(request), pick=download_dropdown(entry.key, visitor),
+               model=model_dropdown(current_model, visitor))
+
+
+def share_model(key: str | None, request: gr.Request = None) -> dict:
+    """API: share one of your models with everyone, under a name the app makes; returns what was done, in words."""
+    visitor = owner(request)
+    try:
+        entry = catalogue.share(key, visitor)
+    except Exception as exc:
+        return out(share_status=f"⚠️ Not shared: {message(exc, 'sharing the model')}")
+    return out(share_status=f"✅ Shared as **{entry.key}**: everyone can now draw on it and download it.",
+               models_table=models_table(request), pick=download_dropdown(key, visitor))
 
 
 def build_draw_tab() -> None:
@@ -544,6 +641,7 @@ def build_draw_tab() -> None:
         ui["inside_view"] = gr.HTML(INSIDE_EMPTY, elem_id="inside-view")
     # Kept in the page, for the routes (see stroke_route): the last input, packed, and which panels are open.
     ui["drawing"] = gr.JSON(visible=False)
+    ui["visitor"] = gr.Textbox(visible=False)  # the visitor's folder name, for the routes: their models are theirs
     ui["compare_shown"], ui["inside_shown"] = gr.Checkbox(False, visible=False), gr.Checkbox(False, visible=False)
     ui["last"] = gr.State(None)  # Draw's last input as a training started: its live view shows it
 
@@ -654,14 +752,21 @@ def build_results() -> None:
             ui["ckpt_file"] = gr.File(label="Download the checkpoint", elem_id="ckpt-file", interactive=False)
 
 
+MINE_NOTE = ("The models you train, teach or upload are **yours alone**: no one else sees them, and they go when you "
+             "close this page. Download one to keep it, or share it: everyone then sees it under a name the app makes.")
+
+
 def build_models_tab() -> None:
+    gr.Markdown(MINE_NOTE, elem_id="mine-note")
     ui["models_table"] = gr.Dataframe(figures.models_table(catalogue.entries()), label="Checkpoints",
                                       elem_id="models-table", interactive=False, max_height=420, wrap=True)
     with gr.Row(equal_height=False):
         with gr.Column():
             ui["refresh"] = gr.Button("Refresh", size="sm")
-            ui["pick"] = gr.Dropdown(label="Checkpoint to download", elem_id="model-pick")
+            ui["pick"] = gr.Dropdown(label="Checkpoint to download or share", elem_id="model-pick")
             ui["model_file"] = gr.File(label="Download", interactive=False, elem_id="model-file")
+            ui["share"] = gr.Button("Share it with everyone", size="sm", elem_id="share-btn")
+            ui["share_status"] = gr.Markdown(elem_id="share-status")
         with gr.Column():
             # No file_types filter: a refused file gets our plain message instead of a toast that leaves the last one.
             ui["ckpt_upload"] = gr.File(label="Upload a checkpoint (.safetensors only)",
@@ -674,11 +779,11 @@ def wire_draw(demo: gr.Blocks) -> None:
     fast = dict(concurrency_id="classify", concurrency_limit=4, show_progress="hidden")
     # The answer first, then the slower views (only those shown) in a request of their own, so the bars never
     # wait: both come from the app's own routes (stroke_route, views_route), fetched by the page (assets/app.js).
-    extras = dict(fn=None, inputs=[ui[k] for k in ("drawing", "model", "compare_shown", "inside_shown")],
+    extras = dict(fn=None, inputs=[ui[k] for k in ("drawing", "model", "compare_shown", "inside_shown", "visitor")],
                   outputs=[ui[k] for k in VIEWS], show_progress="hidden",
                   js=f"(...asked) => window.mnistViews(...asked, '{VIEWS_PATH}')")
-    stroked = ui["sketch"].change(None, ui["model"], answer, show_progress="hidden",
-                                  js=f"(model) => window.mnistStroke(model, '{STROKE_PATH}')")
+    stroked = ui["sketch"].change(None, [ui["model"], ui["visitor"]], answer, show_progress="hidden",
+                                  js=f"(model, visitor) => window.mnistStroke(model, visitor, '{STROKE_PATH}')")
     # The verdict never concerns a picture still shown, nor a note on an earlier drawing's correction.
     stroked.then(None, None, [ui["upload"], ui["correct_note"]], js="() => [null, '']")
     stroked.success(**extras)
@@ -701,8 +806,9 @@ def wire_draw(demo: gr.Blocks) -> None:
         image = gr.Image(type="filepath", label="image")
         model = gr.Textbox("", label="model (a name from /models; empty = default)")
         label = gr.Label(label="probabilities")
+    # preprocess=False: the images arrive as files, each checked from its header before it is decoded.
     api_draw.click(draw, [ui["sketch"], ui["model"]], [ui["probs"], ui["verdict"], *pictures, ui["compare"]],
-                   api_name="draw", **fast)
+                   api_name="draw", preprocess=False, **fast)
     image.upload(classify, [image, model], label, api_name="classify", preprocess=False, **fast)
 
 
@@ -717,9 +823,10 @@ def wire_teach(demo: gr.Blocks, answer: list, extras: dict) -> None:
     ui["remove"].click(remove_example, [ui["examples"], ui["selected"]], shown, **private)
     ui["examples_upload"].upload(upload_examples, [ui["examples_upload"], ui["examples"]], shown, preprocess=False,
                                  **private)
-    taught = ui["teach_btn"].click(lambda: gr.Button(interactive=False), None, ui["teach_btn"], **private).then(
+    taught = ui["teach_btn"].click(teach_clicked, None, ui["teach_btn"], **private).then(
         teach, [ui["examples"], ui["model"], ui["teach_name"]], [*shown, ui["teach_progress"], ui["model"]],
-        concurrency_id="train", concurrency_limit=Trainers.slots(), show_progress="hidden", api_name="teach")
+        concurrency_id="train", concurrency_limit=Trainers.slots(), show_progress="hidden", api_name="teach",
+        validator=one_run_each(teach))
     queue_eta.watch(demo, taught, "teach")
     for outcome in (taught.success, taught.failure):  # not .then(): it does not fire after an error
         outcome(lambda: gr.Button(interactive=True), None, ui["teach_btn"], **private)
@@ -747,7 +854,7 @@ def wire_train(demo: gr.Blocks) -> None:
                                api_visibility="private")
         run_event = started.then(fn, [ui[k] for k in (*SETTINGS, "last")], stream, concurrency_id="train",
                                  concurrency_limit=Trainers.slots(), show_progress="minimal",
-                                 show_progress_on=[ui["progress"]], api_name=name)
+                                 show_progress_on=[ui["progress"]], api_name=name, validator=one_run_each(fn))
         queue_eta.watch(demo, run_event, name)
         # Not .then(): Gradio 6.31's frontend fires a .then() only after a success (an error skips its "all"
         # triggers), so recovery after an error is wired to .failure() explicitly.
@@ -764,13 +871,14 @@ def wire_train(demo: gr.Blocks) -> None:
 
 
 def wire_models(models_tab: gr.Tab) -> None:
-    table = lambda: figures.models_table(catalogue.entries())  # noqa: E731
     # /models returns just the table; the download picker follows it.
-    ui["refresh"].click(table, None, ui["models_table"], api_name="models").then(
-        download_dropdown, ui["pick"], ui["pick"], api_visibility="private")
-    models_tab.select(table, None, ui["models_table"], api_visibility="private").then(
-        download_dropdown, ui["pick"], ui["pick"], api_visibility="private")
+    ui["refresh"].click(models_table, None, ui["models_table"], api_name="models").then(
+        pick_dropdown, ui["pick"], ui["pick"], api_visibility="private")
+    models_tab.select(models_table, None, ui["models_table"], api_visibility="private").then(
+        pick_dropdown, ui["pick"], ui["pick"], api_visibility="private")
     ui["pick"].change(checkpoint_file, ui["pick"], ui["model_file"], api_visibility="private")
+    ui["share"].click(share_model, ui["pick"], [ui[k] for k in ("share_status", "models_table", "pick")],
+                      api_name="share")
     ui["ckpt_upload"].upload(upload_checkpoint, [ui["ckpt_upload"], ui["model"]],
                              [ui[k] for k in ("upload_status", "models_table", "pick", "model")], preprocess=False,
                              api_name="upload_checkpoint")
@@ -794,23 +902,39 @@ def build_demo() -> gr.Blocks:
         wire_train(demo)
         wire_models(models_tab)
         # Other sessions may have trained or uploaded models since the server started or the tab was last seen.
-        draw_tab.select(model_dropdown, ui["model"], ui["model"], api_visibility="private")
+        draw_tab.select(model_picker, ui["model"], ui["model"], api_visibility="private")
         demo.load(None, None, None, js=theme.page_script())
-        lists = [ui[k] for k in ("model", "models_table", "pick", "model_file")]
+        # Gradio deletes a session's state an hour after its tab closed (or a day after it was set, for a tab left
+        # open); the visitor's models and files go with it.
+        ui["visitor_state"] = gr.State(None, time_to_live=sessions.TTL_S * sessions.OPEN_FACTOR,
+                                       delete_callback=catalogue.visitors.forget)
+        lists = [ui[k] for k in ("model", "models_table", "pick", "model_file", "visitor", "visitor_state")]
         demo.load(refresh_on_load, [ui["model"], ui["pick"]], lists, api_visibility="private")
     # Queued people hear their place and time every QUEUE_NEWS_S, not only when someone joins or a run starts:
-    # a time first known while they wait (FirstRunEta) reaches them too.
-    demo.queue(max_size=64, default_concurrency_limit=4, status_update_rate=QUEUE_NEWS_S)
+    # a time first known while they wait (FirstRunEta) reaches them too. A visitor queues one training at a time
+    # (one_run_each), so a class of 30 fits with room to spare.
+    demo.queue(max_size=QUEUE_MAX, default_concurrency_limit=4, status_update_rate=QUEUE_NEWS_S)
     demo._queue.sleep_when_free = QUEUE_POLL_S  # no public setting; a queued event waits at most this much longer
     return demo
+
+
+def login() -> tuple[str, str] | None:
+    """MNIST_DEMO_AUTH=user:password (a Space secret, say) turns on Gradio's login for every route."""
+    user, colon, password = os.environ.get(AUTH_ENV, "").partition(":")
+    if not colon:
+        return None
+    if not user or not password:
+        raise SystemExit(f"{AUTH_ENV} must be user:password, both non-empty")
+    return user, password
 
 
 def launch_options() -> dict:
     """Settings that Gradio 6 takes at launch() rather than in Blocks(); tests use them too."""
     # Checkpoint folders may live outside the working directory (env settings), yet must stay downloadable.
     folders = [str(catalogue.shipped_dir), str(catalogue.runs_dir)]
-    return dict(theme=theme.theme(), css=theme.css(), max_file_size="25mb", allowed_paths=folders,
-                app_kwargs={**theme.compression(), "lifespan": sessions.expiring_sessions(),
+    sweep = lambda: catalogue.visitors.sweep(sessions.TTL_S * sessions.OPEN_FACTOR)  # noqa: E731  API clients' folders
+    return dict(theme=theme.theme(), css=theme.css(), max_file_size="25mb", allowed_paths=folders, auth=login(),
+                app_kwargs={**theme.compression(), "lifespan": sessions.expiring_sessions(on_sweep=sweep),
                             "routes": [Route(STROKE_PATH, stroke_route, methods=["POST"]),
                                        Route(VIEWS_PATH, views_route, methods=["POST"])]})
 

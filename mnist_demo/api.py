@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, safe_path, save_checkpoint
+from .checkpoint import NameTaken, load_checkpoint, safe_path, save_checkpoint
 from .data import Dataset, Split, load_dataset
 from .finetune import FinetuneConfig, finetune
 from .inference import Classifier
@@ -80,9 +80,11 @@ def run_config(settings: dict, sanity: bool = False) -> TrainConfig:
     return make_sanity_config(**settings) if sanity else make_config(**settings)
 
 
-def checkpoint_path(cfg: TrainConfig) -> Path:
-    """Where a new run's checkpoint goes by default: runs/<arch>-<dataset>-<time>.safetensors."""
-    return runs_dir() / f"{cfg.arch}-{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+def checkpoint_path(cfg: TrainConfig, folder: str | os.PathLike | None = None) -> Path:
+    """Where a new run's checkpoint goes by default: <folder>/<arch>-<dataset>-<time>.safetensors, in the runs
+    folder unless another is given."""
+    name = f"{cfg.arch}-{Path(cfg.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+    return Path(folder or runs_dir()) / name
 
 
 def _finish(run: TrainingRun, out: str | os.PathLike | None, stopped: bool) -> dict:
@@ -114,19 +116,20 @@ def train_and_save(cfg: TrainConfig, out: str | os.PathLike | None = None, datas
     yield from run_then_finish(run, lambda stopped: _finish(run, out, stopped), should_stop)
 
 
-def taught_path(base: str | os.PathLike, name: str | None = None) -> Path:
-    """Where a taught model goes: runs/<name>.safetensors for a name the person gave, else runs/<base>+you, numbered
-    (+you-2, …) rather than replacing an earlier one: other sessions teach too."""
+def taught_path(base: str | os.PathLike, name: str | None = None, folder: str | os.PathLike | None = None) -> Path:
+    """Where a taught model goes (in `folder`, else the runs folder): <name>.safetensors for a name the person gave,
+    else <base>+you, numbered (+you-2, …) rather than replacing an earlier one."""
+    folder = Path(folder or runs_dir())
     if name:
-        path = safe_path(name, runs_dir())
+        path = safe_path(name, folder)
         if path.exists():
-            raise CheckpointError(f"a model named {path.stem!r} exists already: choose another name")
+            raise NameTaken(f"a model named {path.stem!r} exists already: choose another name")
         return path
     stem = Path(base).stem
     stem = stem if stem.endswith(TAUGHT_SUFFIX) else stem + TAUGHT_SUFFIX
-    path, n = runs_dir() / f"{stem}.safetensors", 2
+    path, n = folder / f"{stem}.safetensors", 2
     while path.exists():
-        path, n = runs_dir() / f"{stem}-{n}.safetensors", n + 1
+        path, n = folder / f"{stem}-{n}.safetensors", n + 1
     return path
 
 

@@ -1,10 +1,11 @@
-"""The model catalogue: bundled checkpoints plus the app's own runs and uploads, and a bounded classifier cache."""
+"""The model catalogue: bundled checkpoints, the server's own runs, models shared with everyone and each visitor's
+own, with a bounded classifier cache. Visitors' folders are bounded (the oldest model goes first) and go with them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -12,18 +13,28 @@ from pathlib import Path
 
 from .api import runs_dir
 from .checkpoint import (
+    MAX_BYTES,
     CheckpointError,
+    NameTaken,
     checkpoint_dir,
     classes_of,
     list_checkpoints,
-    load_checkpoint,
+    load_bytes,
+    publish,
     require_safetensors,
+    safe_path,
 )
+from .data import CLASS_NAMES
 from .inference import Classifier, Prediction
+from .limits import Limits
 from .preprocess import Prepared
+from .visitors import Visitors
 
 DEFAULT_MODEL = "cnn"  # the bundled model Draw starts with
 CACHE_SIZE = 16  # classifiers kept in memory; the least recently used one goes first
+PLACES = {"bundled": "bundled", "mine": "yours", "shared": "shared"}  # whose a model is, as the lists say it
+PREFIXES = {**PLACES, "server": "runs"}  # a model whose file stem another place has already is <prefix>/<stem>
+log = logging.getLogger("mnist_demo")
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,11 @@ class ModelEntry:
     key: str  # what the dropdowns and API clients use: the file stem, e.g. "cnn"
     path: Path
     meta: dict
-    bundled: bool
+    place: str = "server"  # "bundled", "mine" (the asking visitor's), "shared" (everyone's) or "server" (the CLI's)
+
+    @property
+    def bundled(self) -> bool:
+        return self.place == "bundled"
 
     @property
     def accuracy(self) -> float | None:
@@ -48,7 +63,12 @@ class ModelEntry:
     @property
     def label(self) -> str:
         acc = f" · {self.accuracy:.2%}" if self.accuracy is not None else ""
-        return f"{self.key} ({self.arch}{acc}{' · bundled' if self.bundled else ''})"
+        where = f" · {PLACES[self.place]}" if self.place in PLACES else ""
+        return f"{self.key} ({self.arch}{acc}{where})"
+
+    @property
+    def digits(self) -> bool:
+        return self.classes == CLASS_NAMES["mnist"]
 
 
 class ClassifierCache:
@@ -80,12 +100,14 @@ class ClassifierCache:
 
 
 class Catalogue:
-    """Every model the app offers; the folders are read on each call, since other sessions add models any time."""
+    """Every model the app offers a visitor; the folders are read on each call, since others add models any time.
+    `owner` is a visitor's folder name (visitors.Visitors.owner); None sees only what everyone sees."""
 
     def __init__(self, shipped: str | os.PathLike | None = None, runs: str | os.PathLike | None = None,
-                 cache: ClassifierCache | None = None) -> None:
+                 cache: ClassifierCache | None = None, limits: Limits | None = None) -> None:
         self._shipped, self._runs = shipped, runs
         self.cache = cache if cache is not None else ClassifierCache()  # an empty cache is falsy (it has a len)
+        self.limits = limits or Limits.from_env()
 
     @property
     def shipped_dir(self) -> Path:
@@ -95,21 +117,29 @@ class Catalogue:
     def runs_dir(self) -> Path:
         return Path(self._runs or runs_dir()).resolve()
 
-    def entries(self) -> list[ModelEntry]:
-        """Bundled checkpoints (most accurate first), then the app's own runs (newest first)."""
+    @property
+    def visitors(self) -> Visitors:
+        return Visitors(self.runs_dir, self.limits)
+
+    def entries(self, owner: str | None = None, digits: bool = False) -> list[ModelEntry]:
+        """Bundled checkpoints (most accurate first), then the visitor's own, the shared ones and the server's own
+        runs (each newest first); with `digits`, only models that read digits."""
         entries: list[ModelEntry] = []
         keys: set[str] = set()
-        folders = [(self.shipped_dir, True)] + ([(self.runs_dir, False)] if self.runs_dir != self.shipped_dir else [])
-        for directory, bundled in folders:
+        places = [(self.shipped_dir, "bundled"), (self.visitors.folder(owner), "mine"),
+                  (self.visitors.shared_dir, "shared"), (self.runs_dir, "server")]
+        for directory, place in places:
+            if directory is None or (place == "server" and directory == self.shipped_dir):
+                continue
             found = list_checkpoints(directory)
-            if bundled:
+            if place == "bundled":
                 found.sort(key=lambda pm: -((pm[1].get("metrics") or {}).get("test_accuracy") or 0))
             for path, meta in found:
-                # A run may share a bundled model's file stem; it keeps its own key.
-                key = path.stem if path.stem not in keys else f"runs/{path.stem}"
+                # Two places may hold the same file stem; the later one is named by its place too.
+                key = path.stem if path.stem not in keys else f"{PREFIXES[place]}/{path.stem}"
                 keys.add(key)
-                entries.append(ModelEntry(key, path, meta, bundled))
-        return entries
+                entries.append(ModelEntry(key, path, meta, place))
+        return [e for e in entries if e.digits] if digits else entries
 
     def default_key(self, entries: list[ModelEntry] | None = None) -> str | None:
         """The bundled `cnn` when shipped, else the most accurate bundled model, else the most accurate run; skipping
@@ -152,26 +182,53 @@ class Catalogue:
         for entry in entries[:self.cache.size]:
             try:
                 found.append((entry, self.cache.get(entry.path).predict(prepared)))
-            except (CheckpointError, OSError):
+            except Exception as exc:  # one bad model never breaks the others' answers
+                log.warning("model %s gave no answer: %s", entry.path, exc)
                 found.append((entry, None))
         return found
 
-    def free_path(self, stem: str) -> Path:
-        """A path in the runs folder that clashes with no model at all, so an upload never replaces anything."""
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-")[:80] or "uploaded"
-        taken = {e.key for e in self.entries()} | {p.stem for p in self.runs_dir.glob("*.safetensors")}
+    def check_name(self, name: str, owner: str | None) -> str:
+        """A name a visitor chose for a new model: letters, digits and a few signs, not too long, and no model's
+        they can see (a bundled `cnn` included)."""
+        safe_path(name, self.runs_dir)  # refuses what could never be a file's name
+        if name in {e.key for e in self.entries(owner)}:
+            raise NameTaken(f"a model named {name!r} exists already: choose another name")
+        return name
+
+    def key_of(self, path: str | os.PathLike, owner: str | None) -> str | None:
+        """The key under which the visitor sees the model at `path` (None: not among theirs)."""
+        path = Path(path).resolve()
+        return next((e.key for e in self.entries(owner) if e.path.resolve() == path), None)
+
+    def free_stem(self, stem: str, owner: str | None) -> str:
+        """A name for a visitor's new model that is no other model's key, so that its key is its file's stem."""
+        stem = re.sub(r"[^A-Za-z0-9._+-]+", "-", stem).strip(".-")[:40] or "uploaded"
+        taken = {e.key for e in self.entries(owner)}
         name, n = stem, 2
         while name in taken:
             name, n = f"{stem}-{n}", n + 1
-        return self.runs_dir / f"{name}.safetensors"
+        return name
 
-    def add_upload(self, source: str | os.PathLike, name: str) -> ModelEntry:
-        """Check an uploaded file (type, header, architecture, weights), then add it under a name of its own."""
+    def add_upload(self, source: str | os.PathLike, name: str, owner: str) -> ModelEntry:
+        """Check an uploaded file (size, type, header, architecture, weights), then add it to the visitor's own
+        models under a name of its own: it never replaces anything, however many arrive at once."""
         require_safetensors(name)
-        ckpt = load_checkpoint(source)
-        dest = self.free_path(Path(name).stem)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".upload-{dest.name}")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)  # appears whole or not at all in everyone's model list
-        return ModelEntry(dest.stem, dest, ckpt.meta, bundled=False)
+        size = Path(source).stat().st_size
+        if size > MAX_BYTES:
+            raise CheckpointError(f"{name}: {size / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
+        blob = Path(source).read_bytes()
+        meta = load_bytes(blob, Path(name).name).meta
+        folder = self.visitors.folder(owner)
+        dest = publish(blob, folder / f"{self.free_stem(Path(name).stem, owner)}.safetensors", replace=False,
+                       numbered=True)
+        self.visitors.prune(owner)
+        return ModelEntry(dest.stem, dest, meta, "mine")
+
+    def share(self, key: str | None, owner: str) -> ModelEntry:
+        """Share one of the visitor's own models with everyone, under a name the app makes (its architecture, its
+        accuracy and a nickname), never the visitor's own words."""
+        entry = self.find(key, self.entries(owner))
+        if entry.place != "mine":
+            raise CheckpointError(f"{entry.key} is not one of your models: only your own can be shared")
+        path = self.visitors.share(entry.path, entry.arch, entry.accuracy, owner)
+        return ModelEntry(path.stem, path, entry.meta, "shared")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import tempfile
@@ -18,16 +19,24 @@ from torch import nn
 
 from .data import CLASS_NAMES
 from .errors import UserError
+from .metadata import MetadataError, checked_metadata
 from .models import count_params, create_model, model_names
 
 FORMAT = "mnist_demo/1"
 CHECKPOINT_DIR_ENV = "MNIST_DEMO_CHECKPOINTS"
 MAX_BYTES = 64 * 1024 * 1024  # the largest registry model is ~5 MB; anything far bigger is not ours
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,100}$")  # '+': a taught model is <base>+you
+HEADER_MAX_BYTES = 64 * 1024  # a registry model's header (tensor index and metadata) is 1-4 KB
+NAME_MAX = 60  # characters in a model's name, as the Teach box allows
+_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._+-]{{0,{NAME_MAX - 1}}}$")  # '+': a taught model is <base>+you
+log = logging.getLogger("mnist_demo")
 
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, corrupt, foreign or does not fit its architecture."""
+
+
+class NameTaken(CheckpointError):
+    """A model of that name exists already; nothing is ever replaced."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,8 @@ def safe_path(name: str, directory: str | os.PathLike) -> Path:
     """Resolve a user-supplied checkpoint name inside `directory`; anything that could escape it is refused."""
     base = Path(name).name if name else ""
     if base != name or not _NAME.match(name) or name.startswith(".."):
-        raise CheckpointError(f"invalid checkpoint name {name!r}: use letters, digits, '.', '_', '+' and '-' only")
+        raise CheckpointError(f"invalid name {name[:NAME_MAX + 1]!r}: use up to {NAME_MAX} letters, digits, '.', '_', "
+                              "'+' and '-', starting with a letter or digit")
     if not name.endswith(".safetensors"):
         name += ".safetensors"
     directory = Path(directory).resolve()
@@ -74,9 +84,11 @@ def safe_path(name: str, directory: str | os.PathLike) -> Path:
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str, dataset: str,
                     normalisation: tuple[float, float], classes: list[str] | None = None,
                     config: dict | None = None, metrics: dict | None = None, train_time_s: float | None = None,
-                    device: str | None = None, extra: dict | None = None) -> Path:
-    """Write weights and metadata atomically: a crash mid-write leaves any older file at `path` intact. `extra`
-    adds metadata of the caller's own (a taught model's base, say); it cannot replace the fields above."""
+                    device: str | None = None, extra: dict | None = None, replace: bool = True,
+                    numbered: bool = False) -> Path:
+    """Write weights and metadata atomically (publish: a crash mid-write leaves any older file intact); returns
+    the path written. `extra` adds metadata of the caller's own (a taught model's base, say); it cannot replace the
+    fields above."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise CheckpointError("refusing to save a model with NaN or infinite weights")
@@ -88,6 +100,13 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str, dat
         "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     blob = save(state, metadata={k: json.dumps(v) for k, v in meta.items()})
+    return publish(blob, path, replace=replace, numbered=numbered)
+
+
+def publish(blob: bytes, path: str | os.PathLike, *, replace: bool = True, numbered: bool = False) -> Path:
+    """Write a file so that it appears whole or not at all, and return where it went. With `replace`, an older
+    file at `path` is replaced; else a taken path raises NameTaken or, when `numbered`, the file goes to the first
+    free <stem>-2, <stem>-3, … beside it. The check and the write are one step, so writers at once never collide."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
@@ -96,12 +115,25 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str, dat
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; the app decides who sees a checkpoint
+        if replace:
+            os.replace(tmp, path)
+            return path
+        return _link_new(Path(tmp), path, numbered)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+
+def _link_new(tmp: Path, path: Path, numbered: bool) -> Path:
+    candidate, n = path, 2
+    while True:
+        try:
+            os.link(tmp, candidate)  # fails if the name exists, unlike a rename
+            return candidate
+        except FileExistsError:
+            if not numbered:
+                raise NameTaken(f"a model named {path.stem!r} exists already: choose another name") from None
+            candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
 
 
 def read_metadata(blob: bytes, source: str = "checkpoint") -> dict:
@@ -109,17 +141,23 @@ def read_metadata(blob: bytes, source: str = "checkpoint") -> dict:
     if len(blob) < 8:
         raise CheckpointError(f"{source}: file is empty or truncated")
     header_len = int.from_bytes(blob[:8], "little")
-    if header_len > len(blob) - 8 or header_len > 10_000_000:
+    if header_len > len(blob) - 8:
         raise CheckpointError(f"{source}: not a safetensors file, or truncated")
+    if header_len > HEADER_MAX_BYTES:
+        raise CheckpointError(f"{source}: its header is over {HEADER_MAX_BYTES // 1024} KB, far more than a "
+                              "checkpoint of ours has")
     try:
         header = json.loads(blob[8:8 + header_len])
         raw = header.get("__metadata__") or {}
-        meta = {k: json.loads(v) for k, v in raw.items()}
-    except (ValueError, AttributeError):
+        raw = {k: json.loads(v) for k, v in raw.items()}
+    except (ValueError, AttributeError, TypeError):
         raise CheckpointError(f"{source}: not a safetensors file (unreadable header)") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{source}: not an mnist_demo checkpoint (format {meta.get('format')!r})")
-    return meta
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: not an mnist_demo checkpoint (format {str(raw.get('format'))[:40]!r})")
+    try:
+        return checked_metadata(raw)
+    except MetadataError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
 
 
 def load_bytes(blob: bytes, source: str = "checkpoint") -> Checkpoint:
@@ -167,16 +205,23 @@ def list_checkpoints(directory: str | os.PathLike | None = None) -> list[tuple[P
     for path in Path(checkpoint_dir(directory)).glob("*.safetensors"):
         try:
             stat = path.stat()
-            found.append((path, _header(path, stat.st_mtime_ns, stat.st_size)))
-        except (OSError, CheckpointError):
+        except OSError:  # removed since the folder was read
             continue
+        meta = _header(path, stat.st_mtime_ns, stat.st_size)
+        if meta is not None:
+            found.append((path, meta))
     return sorted(found, key=lambda pm: pm[1].get("created", ""), reverse=True)
 
 
 @functools.lru_cache(maxsize=1024)
-def _header(path: Path, mtime_ns: int, size: int) -> dict:
-    """A checkpoint's metadata, read once per version of the file: the app lists the folders on every stroke."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else 0
-        return read_metadata(head + f.read(min(n, 10_000_000)), path.name)
+def _header(path: Path, mtime_ns: int, size: int) -> dict | None:
+    """A checkpoint's checked metadata (a few KB at most), read once per version of the file, since the app lists
+    the folders on every stroke; None, logged once, for a file that is not a checkpoint of ours."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            return read_metadata(head + f.read(min(n, HEADER_MAX_BYTES)), path.name)
+    except (OSError, CheckpointError) as exc:
+        log.warning("skipping %s: %s", path, exc)
+        return None

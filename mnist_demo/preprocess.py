@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ BOX = 20  # MNIST fits each digit into a 20×20 box ...
 SIZE = 28  # ... and centres it by centre of mass in a 28×28 field
 INK_THRESHOLD = 0.15  # ink below this (0..1) is paper noise, not stroke
 MAX_SIDE = 1024  # larger inputs are shrunk first, so memory stays bounded
-MAX_PIXELS = 120_000_000  # beyond this we refuse rather than decode
-TOO_LARGE = f"the image is too large; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+# Pixels decoded at most, checked from the file's header before decoding: a photo (a JPEG decodes at a reduced size)
+# or a scan of a digit fits; a 14 KB PNG of 10,900×10,900 pixels, which would take gigabytes, does not.
+MAX_PIXELS = 16_000_000
+SKETCH_MAX_PIXELS = 1024 * 1024  # a stroke's canvas is 280×280
 
 
 class ImageError(UserError, ValueError):
@@ -38,22 +41,29 @@ class Prepared:
         return self.digit is None
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
+def too_large(width: int, height: int, max_pixels: int) -> str:
+    return (f"the image is too large ({width:,}×{height:,} pixels); the limit is {max_pixels / 1e6:.3g} megapixels "
+            f"(for example {math.isqrt(max_pixels):,}×{math.isqrt(max_pixels):,})")
+
+
+def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
-        with warnings.catch_warnings():  # PIL's bomb warning starts below our own, stricter MAX_PIXELS check
+        with warnings.catch_warnings():  # PIL's bomb warning starts above our own, stricter limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        if img.width * img.height > MAX_PIXELS:
-            raise Image.DecompressionBombError(f"{img.width}×{img.height}")
-        img.draft("L", (MAX_SIDE, MAX_SIDE))  # JPEGs decode straight to a small size
+            img = Image.open(path)  # reads the header only
+        img.draft("L", (MAX_SIDE, MAX_SIDE))  # a JPEG decodes straight to a smaller size
+        if img.width * img.height > max_pixels:
+            raise ImageError(too_large(img.width, img.height, max_pixels))
         img.load()
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except UnidentifiedImageError:
         raise ImageError("this file is not an image that can be read; try a PNG or JPEG") from None
     except Image.DecompressionBombError:
-        raise ImageError(TOO_LARGE) from None
-    except (OSError, SyntaxError):
+        raise ImageError(too_large(0, 0, max_pixels)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageError):
+            raise
         raise ImageError("the image file is damaged or incomplete") from None
     return img
 
@@ -79,28 +89,34 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
 
 def _ink_from_sketch(value: dict) -> np.ndarray | None:
     """Sketchpad strokes live in the layers' alpha, whatever the theme's background colour."""
-    layers = [np.asarray(_to_image(layer).convert("RGBA"))[..., 3] for layer in value.get("layers") or []
-              if layer is not None]
+    layers = [np.asarray(_to_image(layer, SKETCH_MAX_PIXELS).convert("RGBA"))[..., 3]
+              for layer in value.get("layers") or [] if layer is not None]
     if layers:
         ink = np.max(np.stack(layers), axis=0).astype(np.float32) / 255.0
         if ink.max() > INK_THRESHOLD:
             return ink
     for key in ("composite", "background"):
         if value.get(key) is not None:
-            return ink_map(_to_image(value[key]))
+            return ink_map(_to_image(value[key], SKETCH_MAX_PIXELS))
     return None
 
 
-def _to_image(obj) -> Image.Image:
-    if isinstance(obj, Image.Image):
-        return obj
+def _to_image(obj, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if isinstance(obj, (str, os.PathLike)):
-        return _open(obj)
+        return _open(obj, max_pixels)
     if isinstance(obj, bytes):  # an encoded image, as a browser sends it
-        return _open(io.BytesIO(obj))
-    if isinstance(obj, np.ndarray):
-        return _array_to_image(obj)
-    raise ImageError(f"unsupported input type {type(obj).__name__}")
+        return _open(io.BytesIO(obj), max_pixels)
+    if isinstance(obj, Image.Image):
+        img = obj
+    elif isinstance(obj, np.ndarray):
+        if obj.ndim >= 2 and obj.shape[0] * obj.shape[1] > max_pixels:  # no copy of a huge array
+            raise ImageError(too_large(obj.shape[1], obj.shape[0], max_pixels))
+        img = _array_to_image(obj)
+    else:
+        raise ImageError(f"unsupported input type {type(obj).__name__}")
+    if img.width * img.height > max_pixels:
+        raise ImageError(too_large(img.width, img.height, max_pixels))
+    return img
 
 
 def _luminance(img: Image.Image) -> np.ndarray:

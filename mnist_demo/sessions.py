@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import datetime
 import os
+from collections.abc import Callable
 
 # A session whose tab has closed is forgotten this long after its last event; one that never says it closed (an API
 # client, a lost connection) after OPEN_FACTOR times as long, so an open tab left idle keeps its state for a day.
@@ -21,6 +22,7 @@ def forget_idle(holder, ttl_s: float = TTL_S, now: datetime.datetime | None = No
         idle = [session for session, used in holder.time_last_used.items()
                 if (now - used).total_seconds() > ttl_s * (1 if _closed(holder, session) else OPEN_FACTOR)]
         for session in idle:
+            holder.delete_state(session)  # calls each gr.State's delete_callback: the visitor's files go too
             holder.session_data.pop(session, None)
             holder.time_last_used.pop(session, None)
     return len(idle)
@@ -37,8 +39,9 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def expiring_sessions(ttl_s: float = TTL_S):
-    """A lifespan for Gradio's app (`launch(app_kwargs={"lifespan": ...})`) that forgets idle sessions as it runs."""
+def expiring_sessions(ttl_s: float = TTL_S, on_sweep: Callable[[], object] | None = None):
+    """A lifespan for Gradio's app (`launch(app_kwargs={"lifespan": ...})`) that forgets idle sessions as it runs,
+    and calls `on_sweep` each time it looks."""
     @contextlib.asynccontextmanager
     async def lifespan(app):
         async def sweep() -> None:
@@ -46,6 +49,8 @@ def expiring_sessions(ttl_s: float = TTL_S):
                 await asyncio.sleep(min(60.0, ttl_s / 4))
                 if forget_idle(app.state_holder, ttl_s):
                     release_freed_memory()
+                if on_sweep is not None:
+                    await asyncio.to_thread(on_sweep)
 
         task = asyncio.create_task(sweep())
         try:

@@ -2,6 +2,7 @@
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -9,9 +10,11 @@ import torch
 
 from mnist_demo.catalogue import CACHE_SIZE, DEFAULT_MODEL, Catalogue, ClassifierCache
 from mnist_demo.checkpoint import CheckpointError, save_checkpoint
-from mnist_demo.data import NORMALISATION
+from mnist_demo.data import CLASS_NAMES, NORMALISATION
+from mnist_demo.limits import Limits
 from mnist_demo.models import create_model
 from mnist_demo.preprocess import Prepared
+from mnist_demo.visitors import owner_of
 
 
 def _save(directory, stem, accuracy=0.9, seed=0, arch="logreg", model_arch=None):
@@ -138,11 +141,14 @@ def test_the_cache_keeps_at_most_its_size_and_drops_the_least_recently_used(tmp_
     assert len(cache) == 2
 
 
+A, B = owner_of("visitor-a"), owner_of("visitor-b")
+
+
 def test_an_upload_must_be_safetensors(dirs, tmp_path):
     shipped, runs = dirs
     source = _save(tmp_path, "good")
     with pytest.raises(CheckpointError, match=r"\.safetensors"):
-        Catalogue(shipped, runs).add_upload(source, "model.pt")
+        Catalogue(shipped, runs).add_upload(source, "model.pt", A)
     assert list(runs.iterdir()) == []
 
 
@@ -151,8 +157,8 @@ def test_a_garbage_upload_is_refused_and_leaves_nothing(dirs, tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"this is not a checkpoint at all" * 10)
     with pytest.raises(CheckpointError):
-        Catalogue(shipped, runs).add_upload(junk, "junk.safetensors")
-    assert list(runs.iterdir()) == []
+        Catalogue(shipped, runs).add_upload(junk, "junk.safetensors", A)
+    assert not list(runs.rglob("*.safetensors"))
 
 
 def test_an_upload_never_replaces_a_model(dirs, tmp_path):
@@ -160,15 +166,81 @@ def test_an_upload_never_replaces_a_model(dirs, tmp_path):
     bundled = _save(shipped, "x", seed=1)
     bundled_bytes = bundled.read_bytes()
     cat = Catalogue(shipped, runs)
-    first = cat.add_upload(_save(tmp_path, "up1", seed=2), "mine.safetensors")
+    first = cat.add_upload(_save(tmp_path, "up1", seed=2), "mine.safetensors", A)
     first_bytes = first.path.read_bytes()
-    second = cat.add_upload(_save(tmp_path, "up2", seed=3), "mine.safetensors")
-    clash = cat.add_upload(_save(tmp_path, "up3", seed=4), "x.safetensors")
+    second = cat.add_upload(_save(tmp_path, "up2", seed=3), "mine.safetensors", A)
+    clash = cat.add_upload(_save(tmp_path, "up3", seed=4), "x.safetensors", A)
     assert (first.key, second.key, clash.key) == ("mine", "mine-2", "x-2")
     assert first.path.read_bytes() == first_bytes and bundled.read_bytes() == bundled_bytes
-    assert {e.key for e in cat.entries()} == {"x", "mine", "mine-2", "x-2"}
-    assert all(e.path.parent == runs.resolve() for e in (first, second, clash))
-    assert not any(p.name.startswith(".upload-") for p in runs.iterdir())
+    assert {e.key for e in cat.entries(A)} == {"x", "mine", "mine-2", "x-2"}
+    assert all(e.path.parent == cat.visitors.folder(A) for e in (first, second, clash))
+    assert not any(p.name.startswith(".") for p in cat.visitors.folder(A).iterdir())
+
+
+def test_uploads_at_once_never_replace_each_other(dirs, tmp_path):
+    shipped, runs = dirs
+    limits = Limits(visitor_models=100)
+    cat = Catalogue(shipped, runs, limits=limits)
+    sources = [_save(tmp_path, f"s{i}", seed=i) for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        added = list(pool.map(lambda src: cat.add_upload(src, "same.safetensors", A), sources))
+    assert len({e.path for e in added}) == len(sources) == len(cat.entries(A))
+    assert sorted(e.path.read_bytes() for e in added) == sorted(src.read_bytes() for src in sources)
+
+
+def test_a_visitors_models_are_theirs_alone(dirs, tmp_path):
+    shipped, runs = dirs
+    _save(shipped, "bundled")
+    cat = Catalogue(shipped, runs)
+    mine = cat.add_upload(_save(tmp_path, "up", seed=2), "private.safetensors", A)
+    assert mine.key in {e.key for e in cat.entries(A)}
+    for other in (B, None, "../" + A, A.upper()):
+        assert [e.key for e in cat.entries(other)] == ["bundled"]
+        with pytest.raises(CheckpointError, match="Unknown model"):
+            cat.find(mine.key, cat.entries(other))
+    cat.visitors.forget(A)  # the visitor has gone
+    assert not mine.path.exists() and [e.key for e in cat.entries(A)] == ["bundled"]
+
+
+def test_a_visitor_keeps_at_most_the_quota_and_the_oldest_goes_first(dirs, tmp_path):
+    shipped, runs = dirs
+    limits = Limits(visitor_models=3)
+    cat = Catalogue(shipped, runs, limits=limits)
+    added = []
+    for i in range(limits.visitor_models + 4):
+        added.append(cat.add_upload(_save(tmp_path, f"s{i}", seed=i), f"m{i}.safetensors", A))
+        os.utime(added[-1].path, ns=(i * 10**9, i * 10**9))  # the order they came in, on any file system
+    kept = {e.key for e in cat.entries(A) if e.place == "mine"}
+    assert kept == {e.key for e in added[-limits.visitor_models:]}
+
+
+def test_sharing_gives_a_name_the_app_makes_and_everyone_sees_it(dirs, tmp_path):
+    shipped, runs = dirs
+    limits = Limits(visitor_shares=2)
+    cat = Catalogue(shipped, runs, limits=limits)
+    mine = cat.add_upload(_save(tmp_path, "up", accuracy=0.9876), "Mr-Smith-is-rude.safetensors", A)
+    shared = cat.share(mine.key, A)
+    assert "Smith" not in shared.key and shared.key.startswith("logreg-98.8-")
+    for other in (B, None):
+        assert [e.key for e in cat.entries(other) if e.place == "shared"] == [shared.key]
+    with pytest.raises(CheckpointError, match="not one of your models"):
+        cat.share(shared.key, B)
+    cat.share(mine.key, A)
+    with pytest.raises(CheckpointError, match="shared 2 models already"):
+        cat.share(mine.key, A)
+    cat.visitors.forget(A)
+    assert shared.path.exists()  # what was shared stays when its owner goes
+
+
+def test_models_that_read_no_digits_are_left_out_of_the_digit_lists(dirs):
+    shipped, runs = dirs
+    _save(shipped, "digits")
+    torch.manual_seed(0)
+    save_checkpoint(create_model("logreg"), shipped / "clothes.safetensors", arch="logreg", dataset="fashion-mnist",
+                    normalisation=NORMALISATION["fashion-mnist"], classes=CLASS_NAMES["fashion-mnist"])
+    cat = Catalogue(shipped, runs)
+    assert {e.key for e in cat.entries()} == {"digits", "clothes"}
+    assert [e.key for e in cat.entries(digits=True)] == ["digits"]
 
 
 def test_answers_list_an_unreadable_model_with_none(dirs):

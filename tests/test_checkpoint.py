@@ -1,5 +1,7 @@
 """Checkpoints: self-describing, atomic, and refusing anything they cannot trust."""
 
+import json
+import logging
 import os
 import pickle
 import subprocess
@@ -9,8 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save as safetensors_save
 
-from mnist_demo.checkpoint import CheckpointError, load_checkpoint, safe_path, save_checkpoint
+from mnist_demo.checkpoint import (
+    HEADER_MAX_BYTES,
+    NAME_MAX,
+    CheckpointError,
+    NameTaken,
+    list_checkpoints,
+    load_checkpoint,
+    publish,
+    safe_path,
+    save_checkpoint,
+)
+from mnist_demo.metadata import TEXT_MAX
 from mnist_demo.models import create_model, list_models
 from mnist_demo.train import evaluate
 
@@ -97,7 +111,7 @@ def test_pickle_checkpoint_is_refused_without_running_it(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "..", "a/b", "", ".hidden", "x\\..\\y", "a b"])
 def test_names_cannot_escape_the_directory(tmp_path, name):
-    with pytest.raises(CheckpointError, match="invalid checkpoint name"):
+    with pytest.raises(CheckpointError, match="invalid name"):
         safe_path(name, tmp_path)
 
 
@@ -156,3 +170,70 @@ def test_shipped_checkpoint_meets_its_accuracy(arch, mnist):
 def test_shipped_checkpoints_are_small():
     total = sum(p.stat().st_size for p in Path("checkpoints").glob("*.safetensors"))
     assert total < 15 * 2**20
+
+
+# ---- Metadata from a stranger: one checked schema ----
+
+def _with_metadata(path: Path, change: dict, drop: tuple = ()) -> Path:
+    """A real checkpoint whose metadata is changed as a stranger might (values as JSON, as save_checkpoint writes)."""
+    good = load_checkpoint(_save(path))
+    raw = {k: json.dumps(v) for k, v in {**good.meta, **change}.items() if k not in drop}
+    path.write_bytes(safetensors_save(good.model.state_dict(), metadata=raw))
+    return path
+
+
+@pytest.mark.parametrize("change, drop, field", [
+    ({"created": 5}, (), "created"),
+    ({"created": "yesterday"}, (), "created"),
+    ({"params": "many"}, (), "params"),
+    ({"metrics": {"test_accuracy": "high"}}, (), "metrics.test_accuracy"),
+    ({"metrics": {"test_accuracy": 7}}, (), "metrics.test_accuracy"),
+    ({"metrics": ["not", "a", "dict"]}, (), "metrics"),
+    ({}, ("normalisation",), "normalisation"),
+    ({"normalisation": [0.1, 0]}, (), "normalisation"),
+    ({"classes": ["only one"]}, (), "classes"),
+    ({"classes": ["x" * (TEXT_MAX + 1)] * 10}, (), "classes"),
+    ({"config": {"label_smoothing": "lots"}}, (), "config.label_smoothing"),
+    ({"config": {"junk": [1] * 999}}, (), "config.junk"),
+    ({"config": {f"s{i}": 1 for i in range(999)}}, (), "config"),
+    ({"arch": ["logreg"]}, (), "arch"),
+])
+def test_metadata_of_the_wrong_shape_is_refused_naming_the_field(tmp_path, change, drop, field):
+    path = _with_metadata(tmp_path / "m.safetensors", change, drop)
+    with pytest.raises(CheckpointError, match=f"field {field}"):
+        load_checkpoint(path)
+    assert list_checkpoints(tmp_path) == []  # a folder listing skips it
+
+
+def test_unknown_metadata_is_dropped_and_what_is_kept_is_small(tmp_path):
+    path = _with_metadata(tmp_path / "m.safetensors", {"notes": "x" * 50_000, "config": {"epochs": 3}})
+    meta = load_checkpoint(path).meta
+    assert "notes" not in meta and meta["config"] == {"epochs": 3}
+    assert len(json.dumps(list_checkpoints(tmp_path)[0][1])) < 4096
+
+
+def test_a_header_over_the_cap_is_refused_and_the_listing_logs_it(tmp_path, caplog):
+    path = _with_metadata(tmp_path / "padded.safetensors", {"notes": "x" * HEADER_MAX_BYTES})
+    with pytest.raises(CheckpointError, match=f"over {HEADER_MAX_BYTES // 1024} KB"):
+        load_checkpoint(path)
+    _save(tmp_path / "good.safetensors")
+    with caplog.at_level(logging.WARNING, logger="mnist_demo"):
+        assert [p.name for p, _ in list_checkpoints(tmp_path)] == ["good.safetensors"]
+    assert "padded.safetensors" in caplog.text
+
+
+def test_a_name_is_checked_for_length_and_characters():
+    assert safe_path("a" * NAME_MAX, "runs").stem == "a" * NAME_MAX
+    for name in ("a" * (NAME_MAX + 1), "-starts-with-a-dash", "has space", "ümlaut", "new\nline"):
+        with pytest.raises(CheckpointError, match="invalid name"):
+            safe_path(name, "runs")
+
+
+def test_publishing_never_replaces_unless_asked(tmp_path):
+    first = publish(b"one", tmp_path / "m.safetensors", replace=False)
+    with pytest.raises(NameTaken):
+        publish(b"two", first, replace=False)
+    numbered = publish(b"two", first, replace=False, numbered=True)
+    assert numbered.name == "m-2.safetensors" and first.read_bytes() == b"one"
+    assert publish(b"three", first).read_bytes() == b"three"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-2.safetensors", "m.safetensors"]

@@ -111,9 +111,27 @@ def test_not_a_csv(tmp_path):
         load_csv(tmp_path / "missing.csv")
 
 
-def test_oversized_csv_is_refused_before_reading(tmp_path, monkeypatch):
+def test_oversized_csv_is_refused_before_reading(tmp_path):
     # A million rows of 785 numbers is over a gigabyte; the size check refuses it without parsing anything.
     path = _csv(tmp_path, _frame(50))
-    monkeypatch.setattr(data, "CSV_MAX_BYTES", 10_000)
     with pytest.raises(DataError, match="limit is"):
+        load_csv(path, max_bytes=10_000)
+    with pytest.raises(DataError, match="has 50 rows; the limit is 49"):
+        load_csv(path, max_rows=49)
+    assert len(load_csv(path, max_rows=50)) == 50
+
+
+@pytest.mark.parametrize("first_line, message", [
+    (",".join(["label"] + [f"p{i}" for i in range(300_000)]), "longer than that"),
+    (",".join(["label"] + [f"p{i}" for i in range(900)]), "found 901 columns"),
+    (",".join(["0"] * 785), "no 'label' column"),
+])
+def test_a_csv_header_is_checked_before_parsing(tmp_path, monkeypatch, first_line, message):
+    """300,000 columns once cost 49 s and 850 MB of the server's; now the first line alone is read."""
+    path = tmp_path / "wide.csv"
+    path.write_text(first_line + "\n" + ",".join(["0"] * 785) + "\n")
+    import pandas as pd
+
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: pytest.fail("parsed a CSV whose header is wrong"))
+    with pytest.raises(DataError, match=message):
         load_csv(path)

@@ -99,7 +99,7 @@ PIXELS = [f"pixel{i}" for i in range(28 * 28)]
 
 
 @pytest.mark.parametrize("header, rows, message", [
-    (["label"] + PIXELS[:100], [[1] + [0] * 100], "expected 784 pixel columns"),
+    (["label"] + PIXELS[:100], [[1] + [0] * 100], "784 pixel columns, found 101 columns"),
     (PIXELS, [[0] * 784], "no 'label' column"),
     (["label"] + PIXELS, [[12] + [0] * 784], "label 12 is not a digit 0-9"),
     (["label"] + PIXELS, [[3] + [300] * 784], "outside 0-255"),
@@ -115,5 +115,5 @@ def test_a_csv_in_the_wrong_shape_is_refused_without_server_paths(tmp_path, head
 def test_a_csv_over_the_limit_is_refused(tmp_path, monkeypatch):
     path = examples.to_csv(some(5), tmp_path / "mine.csv")
     monkeypatch.setattr(examples, "MAX_EXAMPLES", 4)
-    with pytest.raises(ExamplesError, match="at most 4 examples"):
+    with pytest.raises(DataError, match="has 5 rows; the limit is 4"):
         examples.from_csv(path)

@@ -79,7 +79,7 @@ def test_a_blank_canvas_verdict():
 
 def test_the_verdict_and_the_comparison_print_the_same_percentage():
     probs = _probs(8, 0.98765)  # a value whose rounding shows whether both use one format
-    entry = ModelEntry("mine", Path("mine.safetensors"), {"arch": "logreg", "classes": DIGITS}, bundled=False)
+    entry = ModelEntry("mine", Path("mine.safetensors"), {"arch": "logreg", "classes": DIGITS})
     pred = Prediction(probs.astype(np.float32), np.zeros((28, 28), np.float32))
     row = figures.comparison([(entry, pred)], selected="mine").iloc[0]
     assert row["model"] == "▶ mine" and row["answer"] == "8"
@@ -87,8 +87,8 @@ def test_the_verdict_and_the_comparison_print_the_same_percentage():
 
 
 def test_the_comparison_marks_unreadable_models_and_blank_input():
-    entry = ModelEntry("a", Path("a.safetensors"), {"arch": "cnn"}, bundled=True)
-    other = ModelEntry("b", Path("b.safetensors"), {"arch": "logreg"}, bundled=False)
+    entry = ModelEntry("a", Path("a.safetensors"), {"arch": "cnn"}, place="bundled")
+    other = ModelEntry("b", Path("b.safetensors"), {"arch": "logreg"})
     frame = figures.comparison([(entry, None), (other, Prediction(None, None))], selected="a")
     assert list(frame.columns) == figures.COMPARE_COLUMNS
     assert frame["model"].tolist() == ["▶ a", "b"]
@@ -230,9 +230,8 @@ def test_models_table_has_one_row_per_model():
         ModelEntry("cnn", Path("checkpoints/cnn.safetensors"),
                    {"arch": "cnn", "dataset": "mnist", "params": 123456, "metrics": {"test_accuracy": 0.9912},
                     "train_time_s": 75.4, "device": "cpu, bf16 autocast", "created": "2024-05-06T07:08:09Z"},
-                   bundled=True),
-        ModelEntry("upload", Path("runs/upload.safetensors"), {"arch": "logreg", "dataset": "/tmp/x/digits.csv"},
-                   bundled=False),
+                   place="bundled"),
+        ModelEntry("upload", Path("runs/upload.safetensors"), {"arch": "logreg", "dataset": "/tmp/x/digits.csv"}),
     ]
     frame = figures.models_table(entries)
     assert list(frame.columns) == figures.MODEL_COLUMNS and len(frame) == len(entries)

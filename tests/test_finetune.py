@@ -166,7 +166,7 @@ def test_taught_models_get_a_name_of_their_own(tmp_path, monkeypatch):
     assert api.taught_path("cnn.safetensors", name="cnn+me").name == "cnn+me.safetensors"
     with pytest.raises(CheckpointError, match="exists already"):
         api.taught_path("cnn.safetensors", name=first.stem)
-    with pytest.raises(CheckpointError, match="invalid checkpoint name"):
+    with pytest.raises(CheckpointError, match="invalid name"):
         api.taught_path("cnn.safetensors", name="../evil")
 
 

@@ -1,12 +1,22 @@
 """Sketch preprocessing: any input becomes an MNIST-like digit, wherever and however it was drawn."""
 
+import math
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from mnist_demo.errors import BLANK_CANVAS
 from mnist_demo.inference import Classifier
-from mnist_demo.preprocess import ImageError, centre_of_mass, pack, prepare, unpack
+from mnist_demo.preprocess import (
+    MAX_PIXELS,
+    SKETCH_MAX_PIXELS,
+    ImageError,
+    centre_of_mass,
+    pack,
+    prepare,
+    unpack,
+)
 
 CNN = "checkpoints/cnn.safetensors"
 
@@ -86,11 +96,28 @@ def test_animated_gif_uses_first_frame(tmp_path):
 def test_tiny_and_huge_images(tmp_path):
     one_pixel = prepare(np.full((1, 1), 255, np.uint8))
     assert one_pixel.blank and one_pixel.message  # a single pixel is its own background: nothing drawn
-    huge = Image.new("L", (10_000, 10_000), 255)
-    huge.paste(0, (3000, 2000, 3600, 6000))
+    side = math.isqrt(MAX_PIXELS)  # the largest square read: shrunk before anything else
+    huge = Image.new("L", (side, side), 255)
+    huge.paste(0, (side // 3, side // 5, side // 3 + side // 16, side * 3 // 5))
     huge.save(tmp_path / "huge.png")
     digit = prepare(tmp_path / "huge.png").digit
     assert digit is not None and digit.max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGBA"])
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, mode):
+    """A 1-bit PNG of 10,900×10,900 pixels is 14 KB on disk and gigabytes decoded: refused before decoding, as
+    bytes (a stroke), as a file (an upload) and as a canvas layer."""
+    side = math.isqrt(MAX_PIXELS) + 1
+    path = tmp_path / "bomb.png"
+    Image.new(mode, (side, side)).save(path, optimize=True)
+    for source in (path, path.read_bytes()):
+        with pytest.raises(ImageError, match="too large"):
+            prepare(source)
+    small_side = math.isqrt(SKETCH_MAX_PIXELS) + 1
+    Image.new("RGBA", (small_side, small_side)).save(path)
+    with pytest.raises(ImageError, match="too large"):
+        prepare({"layers": [path.read_bytes()], "composite": None})
 
 
 @pytest.mark.parametrize("content, words", [(b"hello, not an image", "not an image"),

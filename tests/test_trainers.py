@@ -11,6 +11,7 @@ from mnist_demo import trainers as trainers_module
 from mnist_demo.checkpoint import load_checkpoint
 from mnist_demo.data import CLASS_NAMES
 from mnist_demo.finetune import FinetuneConfig
+from mnist_demo.limits import Limits
 from mnist_demo.train import ConfigError, TrainConfig, resolve_device
 from mnist_demo.trainers import Sessions, Trainers, device_key
 
@@ -95,14 +96,17 @@ def test_stop_with_no_run_says_so():
 
 def test_an_old_stop_cannot_cancel_the_next_run():
     sessions = Sessions()
-    sessions.arm("A")
-    assert sessions.stop("A") is True  # pressed while queued, and that run never came
-    sessions.arm("A")  # the next run
+    sessions.reserve("A")
+    assert sessions.stop("A") is True  # pressed while queued
+    assert not sessions.reserve("A")  # that run still holds the session's place until it comes and ends
+    with sessions.claim("A") as stopped:
+        assert stopped.stop.is_set()
+    sessions.reserve("A")  # the next run
     with sessions.claim("A") as control:
         assert not control.stop.is_set()
     with sessions.claim("A") as finished:
         finished.stop.set()
-    sessions.arm("A")
+    sessions.reserve("A")
     with sessions.claim("A") as control:
         assert control is not finished and not control.stop.is_set()
 
@@ -110,7 +114,7 @@ def test_an_old_stop_cannot_cancel_the_next_run():
 def test_running_tells_a_started_run_from_a_queued_one():
     sessions = Sessions()
     assert not sessions.running("A")
-    sessions.arm("A")
+    sessions.reserve("A")
     assert not sessions.running("A")  # armed: still in the queue
     with sessions.claim("A"):
         assert sessions.running("A")
@@ -119,18 +123,34 @@ def test_running_tells_a_started_run_from_a_queued_one():
 
 def test_a_stop_while_queued_reaches_the_run():
     sessions = Sessions()
-    sessions.arm("A")
+    sessions.reserve("A")
     sessions.stop("A")
     with sessions.claim("A") as control:
         assert control.stop.is_set()
 
 
-def test_arming_during_a_run_keeps_its_stop_working():
+def test_a_session_has_one_run_waiting_or_going_at_a_time():
     sessions = Sessions()
+    assert sessions.reserve("A") and sessions.busy("A")
+    assert not sessions.reserve("A")  # a second training while the first waits
+    assert sessions.reserve("B")  # another visitor is not held up
     with sessions.claim("A") as control:
-        sessions.arm("A")  # e.g. the same session queues its next run
-        assert sessions.stop("A") is True
-        assert control.stop.is_set()
+        assert not sessions.reserve("A")  # nor while it runs
+        assert sessions.stop("A") is True and control.stop.is_set()  # and its Stop still works
+    assert not sessions.busy("A") and sessions.reserve("A")  # the run over, the next may come
+
+
+def test_a_run_is_stopped_at_the_time_limit_and_keeps_its_best_model(runs):
+    trainers = Trainers(worker=FakeWorker, limits=Limits(max_run_s=0))
+    views = list(trainers.run(_cfg(), "A"))
+    assert views[-1]["summary"]["stopped_early"] is True
+    assert trainers.worker("cpu").steps < _cfg().epochs * STEPS_PER_EPOCH
+
+
+def test_epochs_over_the_servers_limit_are_refused_before_any_wait(runs):
+    limits = Limits(max_epochs=2)
+    with pytest.raises(ConfigError, match=f"at most {limits.max_epochs}"):
+        next(Trainers(worker=FakeWorker, limits=limits).run(_cfg(epochs=limits.max_epochs + 1), "A"))
 
 
 # ---- devices ----
@@ -210,12 +230,12 @@ def test_a_stop_from_another_session_leaves_the_run_alone(runs):
 
 def test_a_stop_before_the_start_trains_nothing_and_the_next_run_is_not_cancelled(runs):
     trainers = Trainers(worker=FakeWorker)
-    trainers.sessions.arm("A")
+    trainers.sessions.reserve("A")
     trainers.sessions.stop("A")
     views = list(trainers.run(_cfg(), "A"))
     assert [v["status"] for v in views] == ["Stopped before it started."]
     assert trainers.worker("cpu").calls == []
-    trainers.sessions.arm("A")
+    trainers.sessions.reserve("A")
     assert list(trainers.run(_cfg(), "A"))[-1]["status"].startswith("Done")
 
 
@@ -287,10 +307,10 @@ def test_a_real_run_through_the_training_process(tmp_path, monkeypatch):
 
 def test_a_run_refused_before_it_started_leaves_nothing_to_stop():
     sessions = Sessions()
-    sessions.arm("a")
+    sessions.reserve("a")
     sessions.forget("a")  # its settings were refused: the run never claimed the flag
     assert sessions.stop("a") is False
-    sessions.arm("b")
+    sessions.reserve("b")
     with sessions.claim("b"):
         sessions.forget("b")  # a running run's flag stays, so its Stop still works
         assert sessions.stop("b") is True

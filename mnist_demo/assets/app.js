@@ -33,14 +33,16 @@
         && options.body.get('fn_name') === 'accept_blobs') return keepBlob(options.body);
     return fetchDirect.apply(this, arguments);
   };
-  // A stroke's answer, in one request: the newest stroke's images and the model's name to stroke_route, back the
+  // A stroke's answer, in one request: the newest stroke's images, the model's name and the visitor's folder (their
+  // own models are theirs) to stroke_route, back the
   // values of the bars, the verdict, the model's input and the kept drawing. Every call returns the newest stroke's
   // answer, so a slow answer to an older stroke never replaces a newer one on screen.
   const root = () => String(window.gradio_config?.root ?? '').replace(/\/$/, '');
-  const answer = async (model, path) => {
+  const answer = async (model, visitor, path) => {
     const form = new FormData();
     Object.entries(canvas.images).forEach(([type, image]) => form.append(type, image));
     if (model) form.append('model', model);
+    if (visitor) form.append('visitor', visitor);
     try {
       const response = await fetchDirect(root() + path, {method: 'POST', body: form});
       if (response.ok) return await response.json();
@@ -48,8 +50,8 @@
     return [null, '⚠️ The server did not answer this stroke; draw again in a moment.', null, null];
   };
   let newest = null, strokeEnded = 0, answered = 0, answeredDrawing = null;
-  window.mnistStroke = async (model, path) => {
-    newest = answer(model, path);
+  window.mnistStroke = async (model, visitor, path) => {
+    newest = answer(model, visitor, path);
     let waited, result;
     do { waited = newest; result = await waited; } while (waited !== newest);
     [answered, answeredDrawing] = [performance.now(), result[3]];
@@ -58,10 +60,10 @@
   // The slower views, one request at a time per tab: those asked for meanwhile wait, and only the newest drawing's
   // are fetched, for all of them. A failed request leaves the views as they were.
   const views = async (asked, path) => {
-    const [drawing, model, compare, inside] = asked;
+    const [drawing, model, compare, inside, visitor] = asked;
     try {
       const response = await fetchDirect(root() + path, {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                                       body: JSON.stringify({drawing, model, compare, inside})});
+                                                       body: JSON.stringify({drawing, model, compare, inside, visitor})});
       if (response.ok) return await response.json();
     } catch (error) { /* nothing new to show */ }
     return [undefined, undefined, undefined];
