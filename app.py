@@ -562,18 +562,19 @@ def pick_dropdown(current: str | None, request: gr.Request = None) -> gr.Dropdow
     return download_dropdown(current, owner(request))
 
 
-def checkpoint_file(key: str | None, request: gr.Request = None) -> str | None:
-    # None: removed since the list was drawn
+def picked(key: str | None, request: gr.Request = None) -> dict:
+    """The picked model's file to download; only the visitor's own can be shared."""
     entry = next((e for e in catalogue.entries(owner(request)) if e.key == key), None)
-    return str(entry.path) if entry else None
+    return out(model_file=str(entry.path) if entry else None,
+               share=gr.Button(interactive=entry is not None and entry.place == "mine"))
 
 
 def refresh_on_load(current_model: str | None, current_pick: str | None, request: gr.Request = None) -> dict:
     visitor = owner(request)
     pick = catalogue.keep(current_pick, catalogue.entries(visitor))
-    return out(model=model_dropdown(current_model, visitor), models_table=models_table(request),
-               pick=download_dropdown(pick, visitor), model_file=checkpoint_file(pick, request), visitor=visitor,
-               visitor_state=visitor)
+    return {**out(model=model_dropdown(current_model, visitor), models_table=models_table(request),
+                  pick=download_dropdown(pick, visitor), visitor=visitor, visitor_state=visitor),
+            **picked(pick, request)}
 
 
 def upload_checkpoint(file: dict | None, current_model: str | None, request: gr.Request = None) -> dict:
@@ -763,9 +764,11 @@ def build_models_tab() -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
             ui["refresh"] = gr.Button("Refresh", size="sm")
-            ui["pick"] = gr.Dropdown(label="Checkpoint to download or share", elem_id="model-pick")
+            ui["pick"] = gr.Dropdown(label="Checkpoint to download or share", elem_id="model-pick",
+                                     allow_custom_value=True)  # API clients name models listed after the page
             ui["model_file"] = gr.File(label="Download", interactive=False, elem_id="model-file")
-            ui["share"] = gr.Button("Share it with everyone", size="sm", elem_id="share-btn")
+            ui["share"] = gr.Button("Share it with everyone (only your own models)", size="sm", elem_id="share-btn",
+                                    interactive=False)
             ui["share_status"] = gr.Markdown(elem_id="share-status")
         with gr.Column():
             # No file_types filter: a refused file gets our plain message instead of a toast that leaves the last one.
@@ -876,7 +879,7 @@ def wire_models(models_tab: gr.Tab) -> None:
         pick_dropdown, ui["pick"], ui["pick"], api_visibility="private")
     models_tab.select(models_table, None, ui["models_table"], api_visibility="private").then(
         pick_dropdown, ui["pick"], ui["pick"], api_visibility="private")
-    ui["pick"].change(checkpoint_file, ui["pick"], ui["model_file"], api_visibility="private")
+    ui["pick"].change(picked, ui["pick"], [ui["model_file"], ui["share"]], api_visibility="private")
     ui["share"].click(share_model, ui["pick"], [ui[k] for k in ("share_status", "models_table", "pick")],
                       api_name="share")
     ui["ckpt_upload"].upload(upload_checkpoint, [ui["ckpt_upload"], ui["model"]],
@@ -908,7 +911,7 @@ def build_demo() -> gr.Blocks:
         # open); the visitor's models and files go with it.
         ui["visitor_state"] = gr.State(None, time_to_live=sessions.TTL_S * sessions.OPEN_FACTOR,
                                        delete_callback=catalogue.visitors.forget)
-        lists = [ui[k] for k in ("model", "models_table", "pick", "model_file", "visitor", "visitor_state")]
+        lists = [ui[k] for k in ("model", "models_table", "pick", "model_file", "share", "visitor", "visitor_state")]
         demo.load(refresh_on_load, [ui["model"], ui["pick"]], lists, api_visibility="private")
     # Queued people hear their place and time every QUEUE_NEWS_S, not only when someone joins or a run starts:
     # a time first known while they wait (FirstRunEta) reaches them too. A visitor queues one training at a time

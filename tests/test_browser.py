@@ -195,7 +195,7 @@ def test_stop_button_and_closing_the_page_end_the_run(browser, app_url, runs):
     expect(waiting.locator("#train-btn")).to_be_enabled()
     waiting.context.close()
 
-    before = set(runs.glob("cnn-*.safetensors"))
+    before = set(runs.rglob("cnn-*.safetensors"))
     start_long_run(page)
     page.context.close()  # closing the page cancels the run; the library keeps the model trained so far
     client = Client(app_url, verbose=False, download_files=False)
@@ -203,7 +203,7 @@ def test_stop_button_and_closing_the_page_end_the_run(browser, app_url, runs):
     summary = client.predict(arch="logreg", epochs=1, subset=5000, device="cpu", api_name="/train")[5]
     assert summary["epochs_completed"] == 1 and time.monotonic() - started < 30  # did not wait behind the cnn
     client.close()
-    assert len(set(runs.glob("cnn-*.safetensors")) - before) == 1
+    assert len(set(runs.rglob("cnn-*.safetensors")) - before) == 1
 
 
 def test_models_tab_messages_belong_to_the_last_upload(page, tmp_path):
@@ -249,3 +249,35 @@ def test_fashion_mnist_results_are_readable(page):
     settle(page)
     page.locator("#results").scroll_into_view_if_needed()
     screenshot(page, "fashion-results", full_page=True)
+
+
+@pytest.mark.parametrize("size", ["laptop", "phone"])
+def test_an_upload_is_yours_until_you_share_it(browser, app_url, tmp_path, size):
+    """Alice's upload is in her picker only; once she shares it, Bob draws on it under a name the app made."""
+    from playwright.sync_api import expect
+
+    from mnist_demo.checkpoint import checkpoint_dir
+
+    alice, bob = open_app(browser, app_url, size), open_app(browser, app_url, size)
+    mine = tmp_path / "Mr-Smith-is-rude.safetensors"
+    mine.write_bytes((checkpoint_dir() / "logreg.safetensors").read_bytes())
+    alice.get_by_role("tab", name="Models").click()
+    alice.locator("#ckpt-upload input[type=file]").set_input_files(str(mine))
+    expect(alice.locator("#upload-status")).to_contain_text("Added", timeout=15000)
+    expect(alice.locator("#models-table")).to_contain_text("Mr-Smith-is-rude (yours)")
+    bob.get_by_role("tab", name="Models").click()
+    expect(bob.locator("#models-table")).to_contain_text("logreg (bundled)")
+    expect(bob.locator("#models-table")).not_to_contain_text("Smith")
+    choose(alice, "model-pick", "Mr-Smith-is-rude")
+    alice.locator("#share-btn").click()
+    expect(alice.locator("#share-status")).to_contain_text("Shared as", timeout=15000)
+    shared = re.search(r"Shared as (\S+):", alice.locator("#share-status").inner_text()).group(1)
+    assert "Smith" not in shared
+    screenshot(alice, f"share-{size}", full_page=True)
+    bob.reload()
+    bob.get_by_role("tab", name="Models").click()
+    expect(bob.locator("#models-table")).to_contain_text(f"{shared} (shared)", timeout=15000)
+    expect(bob.locator("#models-table")).not_to_contain_text("Smith")
+    screenshot(bob, f"shared-seen-{size}", full_page=True)
+    for page in (alice, bob):
+        page.context.close()

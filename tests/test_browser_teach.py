@@ -99,7 +99,7 @@ def test_correct_a_drawing_then_teach_and_the_new_model_reads_it(page, runs):
     clear(page)
     draw(page, MIRRORED_SEVEN)
     expect(top_digit(page)).to_have_text("7", timeout=15000)  # the taught model reads the style it was taught
-    assert list(runs.glob("cnn+you*.safetensors"))
+    assert list(runs.rglob("cnn+you*.safetensors"))
     settle(page)
     page.locator("#teach").scroll_into_view_if_needed()
     screenshot(page, "teach")
