@@ -6,7 +6,6 @@ import functools
 import html
 import inspect
 import os
-from collections import OrderedDict
 from pathlib import Path
 
 # Gradio recomputes a pandas summary of its last 10,000 events after every event, for its monitoring page; at 50-80
@@ -24,7 +23,7 @@ from mnist_demo import api, examples, figures, sessions, theme  # noqa: E402
 from mnist_demo.catalogue import Catalogue  # noqa: E402
 from mnist_demo.data import CLASS_NAMES, dataset_title, offline_datasets  # noqa: E402
 from mnist_demo.errors import BLANK_CANVAS, message  # noqa: E402
-from mnist_demo.gradio_internals import logged_in  # noqa: E402
+from mnist_demo.gradio_internals import Sketchpad, logged_in  # noqa: E402
 from mnist_demo.inside import look_inside  # noqa: E402
 from mnist_demo.live_run import LiveRun  # noqa: E402
 from mnist_demo.preprocess import Prepared, pack, prepare, unpack  # noqa: E402
@@ -43,28 +42,11 @@ QUEUE_NEWS_S = 1.0
 QUEUE_MAX = 128  # events waiting at once, everyone's together
 AUTH_ENV = "MNIST_DEMO_AUTH"  # user:password turns on Gradio's login for the whole app
 QUEUE_POLL_S = 0.01  # Gradio's queue looks for work every 1 ms when idle: ~6% of a core spent waiting
-STROKES_KEPT = 256  # strokes whose canvas the sketchpad may still be asked for (see NewestOnly)
 
 catalogue = Catalogue()
 trainers = Trainers()
 queue_eta = FirstRunEta()
 ui: dict = {}  # every component by name, so that handlers can return {component: value}
-
-
-class NewestOnly(OrderedDict):
-    """A dict that keeps only its newest `size` entries. The sketchpad stores every stroke's images sent ahead
-    until an event reads them; our page keeps them (assets/app.js) and no event reads them, so only other clients
-    send any, and they must not fill the memory."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 def out(**values) -> dict:
@@ -214,6 +196,7 @@ ANSWER, VIEWS = ("probs", "verdict", "seen", "drawing"), ("saliency", "compare",
 # One view at a time across all tabs, so that under a class's load they never take the cores from the answers
 # (and from a training); each tab asks only for its newest stroke's views (assets/app.js).
 VIEWS_TURN = asyncio.Semaphore(1)
+VIEWS_ASKED: set[str | None] = set()  # visitors with views on their way: one each, so no one holds up the rest
 
 
 async def stroke_route(request: Request) -> JSONResponse:
@@ -254,8 +237,15 @@ async def views_route(request: Request) -> JSONResponse:
         shown = bool(asked.get("compare")), bool(asked.get("inside"))
     except Exception:  # not what the page sends: nothing to show
         drawing, model, visitor, shown = None, None, None, (False, False)
-    async with VIEWS_TURN:
-        views = await run_in_threadpool(extras_view, drawing, text(model), *shown, text(visitor))
+    visitor = text(visitor)
+    if visitor in VIEWS_ASKED:  # a page asks one at a time (assets/app.js): more at once is not the page
+        return JSONResponse(page_values(out(**dict.fromkeys(VIEWS, gr.skip())), VIEWS))
+    VIEWS_ASKED.add(visitor)
+    try:
+        async with VIEWS_TURN:
+            views = await run_in_threadpool(extras_view, drawing, text(model), *shown, visitor)
+    finally:
+        VIEWS_ASKED.discard(visitor)
     return JSONResponse(page_values(views, VIEWS))
 
 
@@ -609,12 +599,11 @@ def build_draw_tab() -> None:
                 "stroke; the bin icon clears the canvas.", elem_id="draw-help")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=300):
-            ui["sketch"] = gr.Sketchpad(
+            ui["sketch"] = Sketchpad(
                 label="Draw a digit", elem_id="sketch", type="numpy", image_mode="RGBA", canvas_size=(CANVAS, CANVAS),
                 height=CANVAS + 120, layers=False, transforms=(), fixed_canvas=True,
                 brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"], color_mode="fixed"),
                 eraser=gr.Eraser(default_size=2 * BRUSH_RADIUS))
-            ui["sketch"].blob_storage = NewestOnly(STROKES_KEPT)
         with gr.Column(scale=4, min_width=260):
             ui["verdict"] = gr.Markdown(BLANK_CANVAS, elem_id="verdict")
             ui["probs"] = gr.Label(num_top_classes=10, label="Probabilities", elem_id="probs")
@@ -910,7 +899,7 @@ def build_demo() -> gr.Blocks:
         # Gradio deletes a session's state an hour after its tab closed (or a day after it was set, for a tab left
         # open); the visitor's models and files go with it.
         ui["visitor_state"] = gr.State(None, time_to_live=sessions.TTL_S * sessions.OPEN_FACTOR,
-                                       delete_callback=catalogue.visitors.forget)
+                                       delete_callback=lambda visitor: catalogue.visitors.forget(visitor))
         lists = [ui[k] for k in ("model", "models_table", "pick", "model_file", "share", "visitor", "visitor_state")]
         demo.load(refresh_on_load, [ui["model"], ui["pick"]], lists, api_visibility="private")
     # Queued people hear their place and time every QUEUE_NEWS_S, not only when someone joins or a run starts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 
 import gradio as gr
+from gradio.components.base import server
 
 WRITTEN_FOR = "6.31.0"
 
@@ -27,3 +28,13 @@ def logged_in(request) -> bool:
     token = (request.cookies.get(f"access-token-{app.cookie_id}")
              or request.cookies.get(f"access-token-unsecure-{app.cookie_id}"))
     return token is not None and token in app.tokens
+
+
+class Sketchpad(gr.Sketchpad):
+    """Gradio's Sketchpad, except that the server never keeps a stroke's images. The page sends each stroke to the
+    app's own route instead (assets/app.js), so nothing would read them; and Gradio's own `accept_blobs` keeps every
+    stroke until an event reads it and trusts the layer index a request names (it allocates a list that long)."""
+
+    @server
+    def accept_blobs(self, data) -> None:
+        return None

@@ -1,6 +1,7 @@
 """The web app through its API (gradio_client against a server on a free port): classify, train, stop, models."""
 
 import io
+import json
 import os
 import signal
 import struct
@@ -346,14 +347,17 @@ def test_a_kept_drawing_from_the_page_is_checked(app_url, mnist):
     assert "damaged" in app.keep_example({"pixels": 5}, "3", examples.empty())[app.ui["teach_status"]]
 
 
-def test_the_sketchpad_keeps_only_its_newest_strokes_images():
-    # The page sends each stroke's images ahead, and Gradio keeps them until an event reads them, which it never does.
-    store = app.ui["sketch"].blob_storage
-    assert isinstance(store, app.NewestOnly)
-    probe = app.NewestOnly(store.size)
-    for i in range(store.size + 10):
-        probe[str(i)] = i
-    assert len(probe) == store.size and "0" not in probe and str(store.size + 9) in probe
+def test_the_sketchpad_keeps_no_strokes_images_whatever_a_request_says(app_url):
+    """Gradio's sketchpad would keep every stroke's images sent ahead (the page never sends them) and allocate a
+    list as long as the layer index a request names: a billion is gigabytes."""
+    sketch = app.ui["sketch"]
+    for index in ("0", "1000000000"):
+        response = httpx.post(app_url.rstrip("/") + "/gradio_api/component_server", data={
+            "session_hash": "hostile", "component_id": str(sketch._id), "fn_name": "accept_blobs",
+            "data": json.dumps({"type": "layer", "index": index, "id": "x"})},
+            files={"files": ("l.png", b"\x89PNG", "image/png")})
+        assert response.status_code < 500
+    assert not getattr(sketch, "blob_storage", {})
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "auto"])

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -251,3 +252,37 @@ def test_with_a_login_no_route_answers_data_without_it(monkeypatch, app_env):
     finally:
         demo.close()
         os.environ.pop(app.AUTH_ENV, None)
+
+
+def test_many_requests_for_the_slower_views_hold_up_no_one_else(app_url, mnist, monkeypatch):
+    """Eight connections asking for the views at once, as one visitor: one is computed, the rest are told at once
+    that there is nothing new, and another visitor's views come as usual."""
+    from mnist_demo.preprocess import Prepared, pack
+
+    drawing = pack(Prepared(mnist.test.images[0].numpy().astype(np.float32) / 255))
+    asked = {"drawing": drawing, "model": "", "compare": True, "inside": True}
+    views = app_url.rstrip("/") + app.VIEWS_PATH
+    gate, real = threading.Event(), app.extras_view
+    monkeypatch.setattr(app, "extras_view", lambda *a: gate.wait(60) and real(*a))  # the first one is slow
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(lambda: httpx.post(views, json=asked, timeout=90).json()) for _ in range(8)]
+        deadline = time.monotonic() + 60  # a bound on a broken run, not a measurement
+        while sum(f.done() for f in futures) < len(futures) - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gate.set()
+        answers = [f.result() for f in futures]
+    skipped = [a for a in answers if a[0] == {"__type__": "update"}]
+    assert len(skipped) == len(answers) - 1
+    other = httpx.post(views, json={**asked, "visitor": "0123456789abcdef0123"}, timeout=60).json()
+    assert "<img" in other[0]
+
+
+def test_a_visitors_models_go_when_gradio_deletes_their_session_state(visitor, app_env, tmp_path):
+    client = visitor()
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(Path("checkpoints/logreg.safetensors").read_bytes())
+    client.predict(handle_file(str(mine)), api_name="/upload_checkpoint")
+    folder = next(f for f in (app_env / VISITORS).iterdir() if (f / "mine.safetensors").exists())
+    app.ui["visitor_state"].delete_callback(folder.name)  # what Gradio calls when the session's state goes
+    assert not folder.exists()
+    assert "mine" not in str(client.predict(api_name="/models"))
