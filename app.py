@@ -462,6 +462,8 @@ def run(settings: dict, request: gr.Request | None, sanity: bool = False, last: 
         text = message(exc, "training")
         yield out(status=f"⚠️ {text}", progress=LiveRun("", 0, detail="did not finish").progress_html())
         raise gr.Error(text, visible=False) from None  # for API clients: the page already shows it
+    finally:  # a run stopped or dropped keeps its model too: it may take the place of the visitor's oldest
+        catalogue.visitors.prune(owner(request))
 
 
 def train_endpoint(sanity: bool, doc: str):
@@ -507,7 +509,6 @@ def show_results(summary: dict | None, result: dict | None, current_model: str |
                  request: gr.Request = None) -> dict:
     """After a run: its test metrics, mistakes and downloads (a sanity check has none), and refreshed model lists."""
     visitor = owner(request)
-    catalogue.visitors.prune(visitor)  # the new model may take the place of the visitor's oldest
     lists = out(model=model_dropdown(current_model, visitor), models_table=models_table(request),
                 pick=download_dropdown(result and catalogue.key_of(result["path"], visitor), visitor),
                 train=gr.Button(interactive=True), overfit=gr.Button(interactive=True))
@@ -911,10 +912,12 @@ def build_demo() -> gr.Blocks:
 
 
 def login() -> tuple[str, str] | None:
-    """MNIST_DEMO_AUTH=user:password (a Space secret, say) turns on Gradio's login for every route."""
-    user, colon, password = os.environ.get(AUTH_ENV, "").partition(":")
-    if not colon:
+    """MNIST_DEMO_AUTH=user:password (a Space secret, say) turns on Gradio's login for every route. Set but not of
+    that shape, the app does not start: a class that asked for a login never gets an open app by a typo."""
+    raw = os.environ.get(AUTH_ENV, "")
+    if not raw:
         return None
+    user, _, password = raw.partition(":")
     if not user or not password:
         raise SystemExit(f"{AUTH_ENV} must be user:password, both non-empty")
     return user, password

@@ -38,3 +38,9 @@ class Sketchpad(gr.Sketchpad):
     @server
     def accept_blobs(self, data) -> None:
         return None
+
+    def get_block_name(self) -> str:
+        """The frontend to use: the image editor's, as for Gradio's own Sketchpad (Gradio's documented override)."""
+        return gr.ImageEditor.__name__.lower()
+
+    get_block_class = get_block_name

@@ -24,3 +24,8 @@ def test_the_login_check_reads_what_gradios_own_check_reads():
     for name in ("app.auth", "app.auth_dependency", "access-token-{app.cookie_id}",
                  "access-token-unsecure-{app.cookie_id}", "app.tokens.get(token)"):
         assert name in source, f"Gradio's login check no longer uses {name}"
+
+
+def test_our_sketchpad_is_drawn_by_gradios_own_image_editor_frontend():
+    ours, theirs = gradio_internals.Sketchpad(), gr.Sketchpad()
+    assert ours.get_block_name() == theirs.get_block_name() and ours.get_block_class() == theirs.get_block_class()

@@ -5,6 +5,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -228,30 +230,60 @@ def test_uploads_from_one_visitor_keep_at_most_the_quota_and_never_replace(visit
         list(folders[0].glob("*.safetensors")))
 
 
-def test_with_a_login_no_route_answers_data_without_it(monkeypatch, app_env):
+@pytest.fixture
+def server_with_login(app_env, tmp_path):
+    """`python app.py` with MNIST_DEMO_AUTH set, in a process of its own (a second demo in this process would rewire
+    the first's handlers)."""
     from conftest import _free_port
 
-    monkeypatch.setenv(app.AUTH_ENV, "teacher:s3cret-class")
-    demo = app.build_demo()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                            **app.launch_options())
+    port = _free_port()
+    env = {**os.environ, app.AUTH_ENV: "teacher:s3cret-class", "GRADIO_SERVER_PORT": str(port),
+           "MNIST_DEMO_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=Path(app.__file__).parent, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = f"http://127.0.0.1:{port}"
     try:
-        root = url.rstrip("/")
-        png = io.BytesIO()
-        Image.fromarray(np.zeros((28, 28), np.uint8)).save(png, "PNG")
-        anonymous = httpx.Client()
+        for _ in range(240):  # it serves once it answers, if only to say that a login is needed
+            try:
+                httpx.get(root + "/gradio_api/info", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, "app.py ended"
+                time.sleep(0.5)
+        yield root
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_with_a_login_no_route_answers_data_without_it(server_with_login):
+    root = server_with_login
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(png, "PNG")
+    with httpx.Client() as anonymous:
         assert anonymous.get(root + "/config").status_code == 401
         assert anonymous.post(root + app.STROKE_PATH, files={"layer": ("l.png", png.getvalue())}).status_code == 401
         assert anonymous.post(root + app.VIEWS_PATH, json={"drawing": None}).status_code == 401
         assert anonymous.post(root + "/gradio_api/queue/join", json={"fn_index": 0}).status_code == 401
-        with httpx.Client() as logged:
-            assert logged.post(root + "/login", data={"username": "teacher", "password": "s3cret-class"}).is_success
-            assert logged.get(root + "/config").status_code == 200
-            answer = logged.post(root + app.STROKE_PATH, files={"layer": ("l.png", png.getvalue())}, data={"model": ""})
-            assert answer.status_code == 200 and len(answer.json()) == len(app.ANSWER)
-    finally:
-        demo.close()
-        os.environ.pop(app.AUTH_ENV, None)
+        assert anonymous.get(root + "/gradio_api/info").status_code == 401
+        upload = anonymous.post(root + "/gradio_api/upload", files={"files": ("x.png", png.getvalue())})
+        assert upload.status_code == 401
+        bundled = app.catalogue.shipped_dir / "logreg.safetensors"
+        assert anonymous.get(f"{root}/gradio_api/file={bundled}").status_code in (401, 403)
+    with httpx.Client() as logged:
+        assert logged.post(root + "/login", data={"username": "teacher", "password": "s3cret-class"}).is_success
+        assert logged.get(root + "/config").status_code == 200
+        answer = logged.post(root + app.STROKE_PATH, files={"layer": ("l.png", png.getvalue())}, data={"model": ""})
+        assert answer.status_code == 200 and len(answer.json()) == len(app.ANSWER)
+
+
+def test_a_login_of_the_wrong_shape_stops_the_app_rather_than_opening_it(monkeypatch):
+    for wrong in ("just-a-password", ":nouser", "user:"):
+        monkeypatch.setenv(app.AUTH_ENV, wrong)
+        with pytest.raises(SystemExit, match="user:password"):
+            app.login()
+    monkeypatch.delenv(app.AUTH_ENV)
+    assert app.login() is None
 
 
 def test_many_requests_for_the_slower_views_hold_up_no_one_else(app_url, mnist, monkeypatch):
