@@ -80,6 +80,7 @@ class Student(HttpUser):
         self.views_s: list[float] = []  # stroke → its slower views, for each stroke whose views ran
         self.views_errors: list[str] = []
         self.views_lock, self.views_busy, self.views_next = threading.Lock(), False, None
+        self.visitor = uuid.uuid4().hex[:20]  # as a page sends it (app.py's `visitor`): its own models' folder
 
     @staticmethod
     def page_config(url: str) -> dict:
@@ -101,7 +102,8 @@ class Student(HttpUser):
         t0 = time.perf_counter()
         if self.config["route"]:
             probs, _, _, drawing = self.http.post(self.url + self.config["route"].lstrip("/"), files={
-                "layer": ("layer.png", canvas[1]), "composite": ("composite.png", canvas[2])}).json()
+                "layer": ("layer.png", canvas[1]), "composite": ("composite.png", canvas[2])},
+                data={"visitor": self.visitor}).json()
         else:
             probs, drawing = self._gradio_event(canvas), None
         answer_s = time.perf_counter() - t0
@@ -143,7 +145,8 @@ class Student(HttpUser):
             try:
                 if self.config["views_route"]:
                     self.http.post(self.url + self.config["views_route"].lstrip("/"),
-                                   json={"drawing": drawing, "model": None}).raise_for_status()
+                                   json={"drawing": drawing, "model": None, "visitor": self.visitor}
+                                   ).raise_for_status()
                 else:
                     self._run(self.config["extras"], [drawing, None, False, False], self.config["extras_queued"])
                 self.views_s.append(time.perf_counter() - t0)
