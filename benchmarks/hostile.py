@@ -76,6 +76,7 @@ def main() -> None:
         bomb = str(paths["bomb"])
         sketch = {"background": None, "layers": [handle_file(bomb)], "composite": handle_file(bomb), "id": None}
         probes = {
+            "nothing (the baseline)": lambda: "—",
             "bomb PNG, stroke route": lambda: httpx.post(url + "mnist_demo/stroke", data={"model": ""}, files={
                 k: ("b.png", paths["bomb"].read_bytes(), "image/png") for k in ("layer", "composite")}).json()[1],
             "bomb PNG, /draw": lambda: attacker.predict(sketch, api_name="/draw")[1],

@@ -119,3 +119,30 @@ def test_the_sanity_check_shows_its_own_outcome_not_the_last_runs(page):
                                                       f"The results below are still those of {model}")
     expect(page.locator("#train-btn")).to_be_enabled()
     screenshot(page, "sanity-check")
+
+
+def test_teach_while_a_training_goes_on_is_told_at_once_and_both_work_after(page):
+    """One training or teaching per visitor: Teach clicked during a run says so where it was clicked, and works
+    again once the run has been stopped."""
+    from playwright.sync_api import expect
+
+    from app import ONE_RUN_EACH
+
+    choose(page, "arch", re.compile(r"^logreg"))
+    choose(page, "device", re.compile("^cpu$"))
+    page.locator("#epochs input").fill("30")
+    page.locator("#train-btn").click()
+    status = page.locator("#train-status textarea")
+    expect(status).to_have_value(re.compile(r"epoch \d+/30"), timeout=30000)
+    page.get_by_role("tab", name="Draw").click()
+    page.locator("#teach-btn").click()
+    expect(page.get_by_text(ONE_RUN_EACH)).to_be_visible(timeout=10000)
+    expect(page.locator("#teach-btn")).to_be_enabled()
+    screenshot(page, "teach-while-training")
+    train_tab(page)
+    page.locator("#stop-btn").click()
+    expect(page.locator("#train-btn")).to_be_enabled(timeout=30000)
+    page.get_by_role("tab", name="Draw").click()
+    page.locator("#teach-btn").click()  # now it is the examples that are missing, and it says so
+    expect(page.locator("#teach-status")).to_contain_text("no examples", timeout=15000)
+    expect(page.locator("#teach-btn")).to_be_enabled(timeout=15000)
