@@ -54,6 +54,24 @@ def files(tmp: Path) -> dict[str, Path]:
     return {p.stem: p for p in tmp.iterdir()}
 
 
+def probes(url: str, paths: dict[str, Path], attacker: Client) -> dict[str, Callable[[], object]]:
+    """Each hostile request, by name; the first is nothing at all, for the other visitor's baseline."""
+    bomb = str(paths["bomb"])
+    sketch = {"background": None, "layers": [handle_file(bomb)], "composite": handle_file(bomb), "id": None}
+    return {
+        "nothing (the baseline)": lambda: "—",
+        "bomb PNG, stroke route": lambda: httpx.post(url + "mnist_demo/stroke", data={"model": ""}, files={
+            k: ("b.png", paths["bomb"].read_bytes(), "image/png") for k in ("layer", "composite")}).json()[1],
+        "bomb PNG, /draw": lambda: attacker.predict(sketch, api_name="/draw")[1],
+        "bomb PNG, /classify": lambda: attacker.predict(handle_file(bomb), api_name="/classify"),
+        "bomb PNG, /correct": lambda: attacker.predict(handle_file(bomb), "3", api_name="/correct"),
+        "300,000-column CSV, /train": lambda: attacker.predict(dataset="csv", csv_file=handle_file(
+            str(paths["wide"])), arch="logreg", api_name="/train"),
+        "10 MB checkpoint header, /upload_checkpoint": lambda: attacker.predict(handle_file(
+            str(paths["padded"])), api_name="/upload_checkpoint")[0],
+    }
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hostile-"))
     with socket.socket() as s:
@@ -73,22 +91,8 @@ def main() -> None:
                 time.sleep(0.5)
         paths = files(tmp)
         attacker, other = Client(url, verbose=False), Client(url, verbose=False)
-        bomb = str(paths["bomb"])
-        sketch = {"background": None, "layers": [handle_file(bomb)], "composite": handle_file(bomb), "id": None}
-        probes = {
-            "nothing (the baseline)": lambda: "—",
-            "bomb PNG, stroke route": lambda: httpx.post(url + "mnist_demo/stroke", data={"model": ""}, files={
-                k: ("b.png", paths["bomb"].read_bytes(), "image/png") for k in ("layer", "composite")}).json()[1],
-            "bomb PNG, /draw": lambda: attacker.predict(sketch, api_name="/draw")[1],
-            "bomb PNG, /classify": lambda: attacker.predict(handle_file(bomb), api_name="/classify"),
-            "bomb PNG, /correct": lambda: attacker.predict(handle_file(bomb), "3", api_name="/correct"),
-            "300,000-column CSV, /train": lambda: attacker.predict(dataset="csv", csv_file=handle_file(
-                str(paths["wide"])), arch="logreg", api_name="/train"),
-            "10 MB checkpoint header, /upload_checkpoint": lambda: attacker.predict(handle_file(
-                str(paths["padded"])), api_name="/upload_checkpoint")[0],
-        }
         rows = []
-        for name, request in probes.items():
+        for name, request in probes(url, paths, attacker).items():
             grew, said = peak_growth_mb(server.pid, request)
             start = time.perf_counter()
             other.predict(handle_file(str(paths["digit"])), api_name="/classify")
