@@ -64,7 +64,7 @@ class Visitors:
 
     def folder(self, owner: str | None) -> Path | None:
         """Where a visitor's models go; None for no visitor or a name that is not one of ours."""
-        return self.root / owner if owner and _OWNER.match(owner) else None
+        return visitor_folder(self.root.parent, owner)
 
     def forget(self, owner: str | None) -> None:
         """A visitor has gone: their models and files go too (what they shared stays)."""
@@ -127,9 +127,13 @@ class Visitors:
         return cleared
 
 
+def visitor_folder(runs: Path, owner: str | None) -> Path | None:
+    """Where a visitor's models go under a runs folder; None for no visitor or a name that is not one of ours."""
+    return runs / VISITORS / owner if owner and _OWNER.match(owner) else None
+
+
 def examples_folder(runs: Path, owner: str | None) -> Path:
     """Where a visitor's examples CSV is written for download: inside their folder, so it goes with them."""
-    folder = Visitors(runs, Limits()).folder(owner)
-    target = (folder or runs / VISITORS / "anonymous") / "examples"
+    target = (visitor_folder(runs, owner) or runs / VISITORS / "anonymous") / "examples"
     target.mkdir(parents=True, exist_ok=True)
     return target
