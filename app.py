@@ -641,7 +641,7 @@ def build_teach_panel() -> None:
     with gr.Accordion("Teach it your handwriting", open=True, elem_id="teach"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                ui["examples_gallery"] = gr.Gallery(label="Your examples (to remove one: click it, then Remove)",
+                ui["examples_gallery"] = gr.Gallery(label="Your examples (click one, then Remove)",
                                                     columns=10, height="auto", elem_id="examples",
                                                     object_fit="contain", allow_preview=False)
                 with gr.Row():

@@ -23,6 +23,7 @@ from .checkpoint import (
     publish,
     require_safetensors,
     safe_path,
+    weights_digest,
 )
 from .data import CLASS_NAMES
 from .inference import Classifier, Prediction
@@ -227,8 +228,13 @@ class Catalogue:
     def share(self, key: str | None, owner: str) -> ModelEntry:
         """Share one of the visitor's own models with everyone, under a name the app makes (its architecture, its
         accuracy and a nickname), never the visitor's own words."""
-        entry = self.find(key, self.entries(owner))
+        entries = self.entries(owner)
+        entry = self.find(key, entries)
         if entry.place != "mine":
             raise CheckpointError(f"{entry.key} is not one of your models: only your own can be shared")
+        weights = weights_digest(entry.path)
+        same = next((e for e in entries if e.place != "mine" and weights_digest(e.path) == weights), None)
+        if same is not None:  # shared twice, or a copy of a bundled model: everyone has it already
+            raise CheckpointError(f"everyone has these weights already, as {same.key}")
         path = self.visitors.share(entry.path, entry.arch, entry.accuracy, owner)
         return ModelEntry(path.stem, path, entry.meta, "shared")

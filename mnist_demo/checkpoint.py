@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -70,8 +71,8 @@ def safe_path(name: str, directory: str | os.PathLike) -> Path:
     """Resolve a user-supplied checkpoint name inside `directory`; anything that could escape it is refused."""
     base = Path(name).name if name else ""
     if base != name or not _NAME.match(name) or name.startswith(".."):
-        raise CheckpointError(f"invalid name {name[:NAME_MAX + 1]!r}: use up to {NAME_MAX} letters, digits, '.', '_', "
-                              "'+' and '-', starting with a letter or digit")
+        raise CheckpointError(f"invalid name: use up to {NAME_MAX} letters, digits, '.', '_', '+' and '-', starting "
+                              "with a letter or digit")  # not echoed: it would be shown as Markdown
     if not name.endswith(".safetensors"):
         name += ".safetensors"
     directory = Path(directory).resolve()
@@ -211,6 +212,20 @@ def list_checkpoints(directory: str | os.PathLike | None = None) -> list[tuple[P
         if meta is not None:
             found.append((path, meta))
     return sorted(found, key=lambda pm: pm[1].get("created", ""), reverse=True)
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """A fingerprint of a checkpoint's weights alone (what follows its header), whatever its metadata says."""
+    path = Path(path)
+    stat = path.stat()
+    return _weights_digest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _weights_digest(path: Path, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(8 + int.from_bytes(f.read(8), "little"))
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @functools.lru_cache(maxsize=1024)

@@ -254,13 +254,17 @@ def test_fashion_mnist_results_are_readable(page):
 @pytest.mark.parametrize("size", ["laptop", "phone"])
 def test_an_upload_is_yours_until_you_share_it(browser, app_url, tmp_path, size):
     """Alice's upload is in her picker only; once she shares it, Bob draws on it under a name the app made."""
+    import torch
     from playwright.sync_api import expect
 
-    from mnist_demo.checkpoint import checkpoint_dir
+    from mnist_demo.checkpoint import save_checkpoint
+    from mnist_demo.data import NORMALISATION
+    from mnist_demo.models import create_model
 
     alice, bob = open_app(browser, app_url, size), open_app(browser, app_url, size)
     mine = tmp_path / "Mr-Smith-is-rude.safetensors"
-    mine.write_bytes((checkpoint_dir() / "logreg.safetensors").read_bytes())
+    torch.manual_seed(len(size))  # weights of its own: a copy of a bundled model is not shared again
+    save_checkpoint(create_model("logreg"), mine, arch="logreg", dataset="mnist", normalisation=NORMALISATION["mnist"])
     alice.get_by_role("tab", name="Models").click()
     alice.locator("#ckpt-upload input[type=file]").set_input_files(str(mine))
     expect(alice.locator("#upload-status")).to_contain_text("Added", timeout=15000)
@@ -273,6 +277,8 @@ def test_an_upload_is_yours_until_you_share_it(browser, app_url, tmp_path, size)
     expect(alice.locator("#share-status")).to_contain_text("Shared as", timeout=15000)
     shared = re.search(r"Shared as (\S+):", alice.locator("#share-status").inner_text()).group(1)
     assert "Smith" not in shared
+    alice.locator("#share-btn").click()  # pressed again: said, and nothing more is shared
+    expect(alice.locator("#share-status")).to_contain_text(f"everyone has these weights already, as {shared}")
     screenshot(alice, f"share-{size}", full_page=True)
     bob.reload()
     bob.get_by_role("tab", name="Models").click()

@@ -225,11 +225,27 @@ def test_sharing_gives_a_name_the_app_makes_and_everyone_sees_it(dirs, tmp_path)
         assert [e.key for e in cat.entries(other) if e.place == "shared"] == [shared.key]
     with pytest.raises(CheckpointError, match="not one of your models"):
         cat.share(shared.key, B)
-    cat.share(mine.key, A)
+    with pytest.raises(CheckpointError, match=f"everyone has these weights already, as {shared.key}"):
+        cat.share(mine.key, A)  # the same model twice
+    other = cat.add_upload(_save(tmp_path, "up2", seed=7), "second.safetensors", A)
+    cat.share(other.key, A)
+    third = cat.add_upload(_save(tmp_path, "up3", seed=8), "third.safetensors", A)
     with pytest.raises(CheckpointError, match="shared 2 models already"):
-        cat.share(mine.key, A)
+        cat.share(third.key, A)
     cat.visitors.forget(A)
     assert shared.path.exists()  # what was shared stays when its owner goes
+
+
+def test_a_copy_of_a_bundled_model_is_not_shared_again(dirs, tmp_path):
+    shipped, runs = dirs
+    bundled = _save(shipped, "bundled", seed=3)
+    cat = Catalogue(shipped, runs)
+    copy = tmp_path / "copy.safetensors"
+    _save(tmp_path, "copy", accuracy=0.999, seed=3)  # the same weights, other metadata
+    mine = cat.add_upload(copy, "totally-new.safetensors", A)
+    assert mine.path.read_bytes() != bundled.read_bytes()
+    with pytest.raises(CheckpointError, match="already, as bundled"):
+        cat.share(mine.key, A)
 
 
 def test_models_that_read_no_digits_are_left_out_of_the_digit_lists(dirs):

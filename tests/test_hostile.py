@@ -15,13 +15,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, ValidationError
 from PIL import Image
 from safetensors.torch import save as safetensors_save
 
 import app
-from mnist_demo.checkpoint import load_checkpoint
+from mnist_demo.checkpoint import load_checkpoint, save_checkpoint
+from mnist_demo.data import NORMALISATION
+from mnist_demo.models import create_model
 from mnist_demo.preprocess import MAX_PIXELS
 from mnist_demo.visitors import VISITORS
 
@@ -54,6 +57,13 @@ def still_serves(client: Client, mnist, tmp_path: Path, app_url: str) -> None:
         "label"] == label
     assert httpx.get(app_url).status_code == 200
     assert client.predict(api_name="/models")["data"]
+
+
+def own_checkpoint(path: Path, seed: int = 1) -> Path:
+    """A model of a visitor's own: weights no bundled model has."""
+    torch.manual_seed(seed)
+    return save_checkpoint(create_model("logreg"), path, arch="logreg", dataset="mnist",
+                           normalisation=NORMALISATION["mnist"], metrics={"test_accuracy": 0.5})
 
 
 def stranger_checkpoint(path: Path, **change) -> Path:
@@ -179,8 +189,7 @@ def test_one_visitor_queues_one_training_and_never_holds_up_another(visitor, app
 
 def test_two_visitors_never_see_each_others_models(visitor, app_url, app_env, mnist, tmp_path):
     alice, bob = visitor(), visitor()
-    mine = tmp_path / "Mr-Smith-is-a-fool.safetensors"
-    mine.write_bytes(Path("checkpoints/logreg.safetensors").read_bytes())
+    mine = own_checkpoint(tmp_path / "Mr-Smith-is-a-fool.safetensors")
     said, *_ = alice.predict(handle_file(str(mine)), api_name="/upload_checkpoint")
     key = re.search(r"\*\*(.+?)\*\*", said).group(1)
     image = handle_file(str(digit_png(mnist, tmp_path / "d.png")))
