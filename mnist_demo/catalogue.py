@@ -102,7 +102,7 @@ class ClassifierCache:
 
 class Catalogue:
     """Every model the app offers a visitor; the folders are read on each call, since others add models any time.
-    `owner` is a visitor's folder name (visitors.Visitors.owner); None sees only what everyone sees."""
+    `owner` is a visitor's folder name (visitors.owner_of); None sees only what everyone sees."""
 
     def __init__(self, shipped: str | os.PathLike | None = None, runs: str | os.PathLike | None = None,
                  cache: ClassifierCache | None = None, limits: Limits | None = None) -> None:
@@ -217,9 +217,11 @@ class Catalogue:
         size = Path(source).stat().st_size
         if size > MAX_BYTES:
             raise CheckpointError(f"{name}: {size / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
+        folder = self.visitors.folder(owner)
+        if folder is None:
+            raise CheckpointError("an upload needs a visitor's session to belong to")
         blob = Path(source).read_bytes()
         meta = load_bytes(blob, Path(name).name).meta
-        folder = self.visitors.folder(owner)
         dest = publish(blob, folder / f"{self.free_stem(Path(name).stem, owner)}.safetensors", replace=False,
                        numbered=True)
         self.visitors.prune(owner)

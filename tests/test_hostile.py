@@ -221,16 +221,9 @@ def test_uploads_from_one_visitor_keep_at_most_the_quota_and_never_replace(visit
     client = visitor()
     source = tmp_path / "same.safetensors"
     source.write_bytes(Path("checkpoints/logreg.safetensors").read_bytes())
-    lock = threading.Lock()
-    said = []
-
-    def upload(_):
-        answer = client.predict(handle_file(str(source)), api_name="/upload_checkpoint")[0]
-        with lock:
-            said.append(answer)
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(upload, range(150)))
+    # One after another: gradio_client's calls from several threads of one client were cancelled now and then (a
+    # client-side race); uploads at once are tests/test_catalogue.py's, 24 of them.
+    said = [client.predict(handle_file(str(source)), api_name="/upload_checkpoint")[0] for _ in range(150)]
     assert len(said) == 150 and all("Added" in s for s in said)  # never replacing anything: tests/test_catalogue.py
     names = {re.search(r"\*\*(.+?)\*\*", s).group(1) for s in said}
     folders = [f for f in (app_env / VISITORS).iterdir() if any(p.stem in names for p in f.iterdir())]
